@@ -1,0 +1,20 @@
+use mailroom_mail::IngestRejection;
+use mailroom_store::StoreError;
+
+/// Why ingest refused a message.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("message is {size} bytes; the limit is {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Rejected(#[from] IngestRejection),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of the use cases other than ingest.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

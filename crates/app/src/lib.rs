@@ -1,0 +1,25 @@
+//! Use cases of mailroom, independent of any transport: ingest a message,
+//! process queued jobs through the pipeline of stages, report status,
+//! re-queue failed work. HTTP, CLI and (later) MCP and mailbox sources call
+//! into this crate; they never touch the store or the queue directly for
+//! anything that carries a rule.
+//!
+//! Invariant: no HTTP types, no CLI types; the pipeline knows stages only by
+//! the [`Stage`] trait.
+
+mod clock;
+mod error;
+mod ingest;
+mod pipeline;
+mod status;
+mod worker;
+
+pub use clock::{now_ms, start_of_utc_day_ms};
+pub use error::{AppError, IngestError};
+pub use ingest::{IngestReceipt, IngestService, Source};
+pub use pipeline::{
+    FaultInjectionStage, ParseStage, Pipeline, PipelineRun, Stage, StageContext, StageError,
+    StageFuture,
+};
+pub use status::{ProcessStatus, ProcessingStatsView, WorkersView};
+pub use worker::{WorkerConfig, WorkerPool, WorkerState};

@@ -1,0 +1,214 @@
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, Path, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use mailroom_app::Source;
+use mailroom_domain::{MessageId, MessageStatus};
+use mailroom_store::{ListFilter, MessageSummary};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body_rejection;
+use crate::{
+    json::{parse_time_ms, rfc3339},
+    ApiError, AppState,
+};
+
+const ACCEPTED_TYPES: [&str; 3] = ["message/rfc822", "application/octet-stream", "text/plain"];
+
+/// `POST /api/v1/messages`: raw RFC 5322 in, 202 once durably stored.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let essence = ct
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if !ACCEPTED_TYPES.contains(&essence.as_str()) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type `{essence}` is not accepted; send the raw message as message/rfc822 (or application/octet-stream, text/plain)"
+            )));
+        }
+    }
+    let body = body.map_err(|r| body_rejection(r, state.ingest.max_bytes()))?;
+    let receipt = state.ingest.ingest(&body, Source::Api).await?;
+    let location = format!("/api/v1/messages/{}", receipt.id);
+    let (status, payload) = if receipt.duplicate {
+        (
+            StatusCode::OK,
+            json!({"id": receipt.id, "status": "duplicate", "duplicate": true}),
+        )
+    } else {
+        (
+            StatusCode::ACCEPTED,
+            json!({"id": receipt.id, "status": "queued", "duplicate": false}),
+        )
+    };
+    Ok((status, [(header::LOCATION, location)], Json(payload)).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ListParams {
+    status: Option<String>,
+    from: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    q: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/messages`: newest first, cursor-paginated.
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
+    let status = p
+        .status
+        .as_deref()
+        .map(|s| s.parse::<MessageStatus>())
+        .transpose()
+        .map_err(|e| {
+            ApiError::InvalidParameter(format!(
+                "status: {e}; expected one of queued, processing, processed, failed, dead"
+            ))
+        })?;
+    let time = |name: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|raw| parse_time_ms(raw).ok_or_else(|| ApiError::InvalidParameter(format!("{name}: `{raw}` is not an RFC 3339 time, a YYYY-MM-DD date or Unix seconds"))))
+            .transpose()
+    };
+    let limit = match p.limit.as_deref() {
+        None => 50,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidParameter(format!("limit: `{raw}` is not a number from 1 to 500"))
+            })?,
+    };
+    let before = p
+        .cursor
+        .as_deref()
+        .map(MessageId::parse)
+        .transpose()
+        .map_err(|e| ApiError::InvalidParameter(format!("cursor: {e}")))?;
+    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let filter = ListFilter {
+        status,
+        from: non_empty(p.from),
+        since_ms: time("since", &p.since)?,
+        until_ms: time("until", &p.until)?,
+        q: non_empty(p.q),
+        before,
+        limit,
+    };
+    let page = state.store.list_messages(&filter).await?;
+    Ok(Json(json!({
+        "items": page.items.iter().map(summary_json).collect::<Vec<_>>(),
+        "next_cursor": page.next,
+    })))
+}
+
+/// `GET /api/v1/messages/{id}`: parsed view, status, job and history.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let record = state
+        .store
+        .message(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let mut body = summary_json(&record.summary);
+    let history: Vec<Value> = record
+        .history
+        .iter()
+        .map(|s| {
+            json!({
+                "stage": s.stage, "attempt": s.attempt, "outcome": s.outcome,
+                "started_at": rfc3339(s.started_at_ms), "duration_ms": s.duration_ms, "error": s.error,
+            })
+        })
+        .collect();
+    if let Value::Object(map) = &mut body {
+        map.insert("content_hash".into(), json!(record.content_hash));
+        map.insert("processing_time_ms".into(), json!(record.processing_ms));
+        map.insert("parsed".into(), json!(record.view));
+        map.insert(
+            "job".into(),
+            match &record.job {
+                Some(job) => json!({
+                    "id": job.id, "state": job.state, "attempts": job.attempts,
+                    "run_at": rfc3339(job.run_at_ms), "last_error": job.last_error,
+                }),
+                None => Value::Null,
+            },
+        );
+        map.insert("history".into(), Value::Array(history));
+    }
+    Ok(Json(body))
+}
+
+/// `GET /api/v1/messages/{id}/raw`: the bytes as received.
+pub async fn raw(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let raw = state
+        .store
+        .raw_message(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(([(header::CONTENT_TYPE, "message/rfc822")], raw).into_response())
+}
+
+/// `DELETE /api/v1/messages/{id}`: erases the message and all derived data.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    if state.store.delete_message(&id).await? {
+        tracing::info!(message_id = %id, "message deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&id))
+    }
+}
+
+fn parse_id(raw: &str) -> Result<MessageId, ApiError> {
+    MessageId::parse(raw).map_err(|e| ApiError::InvalidParameter(e.to_string()))
+}
+
+fn not_found(id: &MessageId) -> ApiError {
+    ApiError::NotFound(format!("no message with id {id}"))
+}
+
+fn summary_json(m: &MessageSummary) -> Value {
+    json!({
+        "id": m.id,
+        "status": m.status,
+        "source": m.source,
+        "size_bytes": m.size_bytes,
+        "received_at": rfc3339(m.received_at_ms),
+        "processed_at": m.processed_at_ms.and_then(rfc3339),
+        "from": m.from_addr,
+        "subject": m.subject,
+        "message_id": m.header_message_id,
+    })
+}

@@ -1,0 +1,239 @@
+//! `mailroom import PATH...`: .eml files, directories of them (recursive),
+//! mbox files and Maildir folders, through the same ingest service as the
+//! API. Idempotent: content already stored counts as a duplicate.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::BufReader,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mailroom_app::{IngestError, IngestService, Source};
+use walkdir::WalkDir;
+
+/// Files that live inside mail folders but are not messages (Dovecot and
+/// Courier indexes, Maildir++ markers).
+fn is_mail_store_metadata(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name.starts_with("dovecot")
+        || name.starts_with("courier")
+        || matches!(name, "maildirfolder" | "subscriptions" | ".DS_Store")
+        || path.components().any(|c| c.as_os_str() == "tmp")
+            && path
+                .ancestors()
+                .any(|a| a.join("cur").is_dir() && a.join("new").is_dir())
+}
+
+/// Counts and reasons of one import run.
+#[derive(Debug, Default)]
+pub struct ImportSummary {
+    pub imported: u64,
+    pub duplicates: u64,
+    /// Reason -> (count, a few example locations).
+    pub rejected: BTreeMap<String, (u64, Vec<String>)>,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl ImportSummary {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().map(|(n, _)| n).sum()
+    }
+
+    fn reject(&mut self, reason: String, location: String) {
+        let entry = self.rejected.entry(reason).or_default();
+        entry.0 += 1;
+        if entry.1.len() < 5 {
+            entry.1.push(location);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let total = self.imported + self.duplicates + self.rejected_total();
+        let rate = if self.seconds > 0.0 {
+            total as f64 / self.seconds
+        } else {
+            0.0
+        };
+        let mut out = format!(
+            "imported {}, duplicates {}, rejected {} ({} messages in {:.2}s, {:.0}/s)\n",
+            self.imported,
+            self.duplicates,
+            self.rejected_total(),
+            total,
+            self.seconds,
+            rate
+        );
+        for (reason, (count, examples)) in &self.rejected {
+            out.push_str(&format!("  rejected {count}: {reason}\n"));
+            for e in examples {
+                out.push_str(&format!("    {e}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// One unit of input found on disk.
+enum Input {
+    Eml(PathBuf),
+    Mbox(PathBuf),
+}
+
+/// Walks the given paths into inputs, with their total size for progress.
+fn discover(paths: &[PathBuf], summary: &mut ImportSummary) -> (Vec<Input>, u64) {
+    let mut inputs = Vec::new();
+    let mut total = 0;
+    for root in paths {
+        if !root.exists() {
+            summary.reject("path does not exist".into(), root.display().to_string());
+            continue;
+        }
+        for entry in WalkDir::new(root).follow_links(true).sort_by_file_name() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    summary.reject(
+                        format!(
+                            "unreadable: {}",
+                            e.io_error()
+                                .map(|e| e.to_string())
+                                .unwrap_or_else(|| "loop".into())
+                        ),
+                        e.path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                    );
+                    continue;
+                }
+            };
+            if !entry.file_type().is_file() || is_mail_store_metadata(entry.path()) {
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            total += size;
+            let path = entry.into_path();
+            if looks_like_mbox(&path) {
+                inputs.push(Input::Mbox(path));
+            } else {
+                inputs.push(Input::Eml(path));
+            }
+        }
+    }
+    (inputs, total)
+}
+
+/// An mbox starts with a `From ` separator line.
+fn looks_like_mbox(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 5];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|_| &head == b"From ")
+        .unwrap_or(false)
+}
+
+/// Imports every message under `paths`, showing a progress bar unless
+/// `quiet` (non-interactive runs get a final summary only).
+pub async fn import(ingest: &IngestService, paths: &[PathBuf], quiet: bool) -> ImportSummary {
+    let started = Instant::now();
+    let mut summary = ImportSummary::default();
+    let (inputs, total_bytes) = discover(paths, &mut summary);
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total_bytes)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for input in inputs {
+        match input {
+            Input::Eml(path) => {
+                let location = path.display().to_string();
+                match fs::read(&path) {
+                    Ok(raw) => {
+                        bar.inc(raw.len() as u64);
+                        summary.bytes += raw.len() as u64;
+                        record(
+                            ingest.ingest(&raw, Source::Import).await,
+                            location,
+                            &mut summary,
+                        );
+                    }
+                    Err(e) => summary.reject(format!("unreadable: {e}"), location),
+                }
+            }
+            Input::Mbox(path) => {
+                let file = match fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        summary.reject(format!("unreadable: {e}"), path.display().to_string());
+                        continue;
+                    }
+                };
+                let reader = BufReader::with_capacity(256 * 1024, file);
+                for (n, message) in
+                    mail_parser::mailbox::mbox::MessageIterator::new(reader).enumerate()
+                {
+                    let location = format!("{} (message {})", path.display(), n + 1);
+                    match message {
+                        Ok(m) => {
+                            let raw = m.unwrap_contents();
+                            bar.inc(raw.len() as u64);
+                            summary.bytes += raw.len() as u64;
+                            record(
+                                ingest.ingest(&raw, Source::Import).await,
+                                location,
+                                &mut summary,
+                            );
+                        }
+                        Err(_) => {
+                            summary.reject("unreadable mbox entry".into(), location);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let done = summary.imported + summary.duplicates + summary.rejected_total();
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!(
+            "{} new, {} dup, {} rejected, {rate:.0} msg/s",
+            summary.imported,
+            summary.duplicates,
+            summary.rejected_total()
+        ));
+    }
+    bar.finish_and_clear();
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary
+}
+
+fn record(
+    result: Result<mailroom_app::IngestReceipt, IngestError>,
+    location: String,
+    summary: &mut ImportSummary,
+) {
+    match result {
+        Ok(r) if r.duplicate => summary.duplicates += 1,
+        Ok(_) => summary.imported += 1,
+        Err(e) => summary.reject(reason(&e), location),
+    }
+}
+
+/// Groups rejections by kind (not by the exact byte counts).
+fn reason(e: &IngestError) -> String {
+    match e {
+        IngestError::TooLarge { limit, .. } => format!("larger than the {limit}-byte limit"),
+        IngestError::Rejected(r) => r.to_string(),
+        IngestError::Store(s) => format!("database error: {s}"),
+    }
+}

@@ -1,0 +1,56 @@
+-- Messages: one row per distinct raw message (deduplicated by content hash).
+CREATE TABLE messages (
+    id            TEXT PRIMARY KEY NOT NULL,
+    content_hash  TEXT NOT NULL UNIQUE,
+    header_message_id TEXT,
+    source        TEXT NOT NULL,
+    size_bytes    INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    received_at   INTEGER NOT NULL,
+    processed_at  INTEGER,
+    processing_ms REAL,
+    from_addr     TEXT,
+    subject       TEXT,
+    date_unix     INTEGER,
+    search_text   TEXT,
+    view_json     TEXT
+);
+CREATE INDEX messages_status_idx ON messages (status, id);
+CREATE INDEX messages_processed_at_idx ON messages (processed_at);
+
+-- Raw bytes live apart from the row most reads touch.
+CREATE TABLE message_raw (
+    message_id TEXT PRIMARY KEY NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    raw        BLOB NOT NULL
+);
+
+-- The durable job queue. Finished jobs are deleted; dead ones stay visible.
+CREATE TABLE jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    run_at      INTEGER NOT NULL,
+    lease_until INTEGER,
+    lease_token TEXT,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX jobs_ready_idx ON jobs (state, run_at);
+CREATE INDEX jobs_lease_idx ON jobs (state, lease_until);
+CREATE INDEX jobs_message_idx ON jobs (message_id);
+
+-- Per-message processing history: one row per stage per attempt.
+CREATE TABLE processing_steps (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    stage       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    error       TEXT
+);
+CREATE INDEX processing_steps_message_idx ON processing_steps (message_id, id);
+CREATE INDEX processing_steps_started_idx ON processing_steps (started_at, outcome);

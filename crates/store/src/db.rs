@@ -1,0 +1,308 @@
+use std::{path::Path, str::FromStr, time::Duration, time::Instant};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::Migrator,
+    AnyPool, ConnectOptions, Executor,
+};
+
+use crate::StoreError;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which SQL engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::InvalidUrl {
+                url: redact(url),
+                reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+            })
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+/// How to open a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    /// Optional read replica (PostgreSQL only); reads go there when set.
+    pub read_url: Option<String>,
+    /// Connections in the read pool (and the write pool on PostgreSQL).
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            read_url: None,
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Handle to the database: cheap to clone, shared by every task.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+    pub(crate) write: AnyPool,
+    pub(crate) read: AnyPool,
+}
+
+/// Result of a health probe of the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseHealth {
+    pub reachable: bool,
+    pub latency: Duration,
+    pub migrations_applied: bool,
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Opens the pools (creating the SQLite file and its folder if missing).
+    /// Does not migrate: call [`Store::migrate`].
+    pub async fn connect(options: &StoreOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(&options.url)?;
+        match backend {
+            Backend::Sqlite => {
+                let url = sqlite_url(&options.url)?;
+                let write = sqlite_pool(&url, 1, options.acquire_timeout).await?;
+                let read = sqlite_pool(
+                    &url,
+                    options.max_connections.max(2),
+                    options.acquire_timeout,
+                )
+                .await?;
+                Ok(Self {
+                    backend,
+                    write,
+                    read,
+                })
+            }
+            Backend::Postgres => {
+                let write = pg_pool(
+                    &options.url,
+                    options.max_connections,
+                    options.acquire_timeout,
+                )
+                .await?;
+                let read = match &options.read_url {
+                    Some(url) => {
+                        pg_pool(url, options.max_connections, options.acquire_timeout).await?
+                    }
+                    None => write.clone(),
+                };
+                Ok(Self {
+                    backend,
+                    write,
+                    read,
+                })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.backend.migrator().run(&self.write).await?;
+        Ok(())
+    }
+
+    /// Probes the database: a round trip plus a check that every migration
+    /// this binary knows has been applied.
+    pub async fn health(&self) -> DatabaseHealth {
+        let started = Instant::now();
+        let applied: Result<i64, sqlx::Error> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.read)
+                .await;
+        let latency = started.elapsed();
+        match applied {
+            Ok(count) => DatabaseHealth {
+                reachable: true,
+                latency,
+                migrations_applied: count as usize >= self.backend.migrator().iter().count(),
+                error: None,
+            },
+            Err(sqlx::Error::Database(e)) => DatabaseHealth {
+                reachable: true,
+                latency,
+                migrations_applied: false,
+                error: Some(e.message().to_string()),
+            },
+            Err(e) => DatabaseHealth {
+                reachable: false,
+                latency,
+                migrations_applied: false,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// Connections currently checked out of the pools (the
+    /// `database_connections_active` gauge).
+    pub fn connections_active(&self) -> u32 {
+        let busy = |p: &AnyPool| p.size().saturating_sub(p.num_idle() as u32);
+        match self.backend {
+            Backend::Sqlite => busy(&self.write) + busy(&self.read),
+            Backend::Postgres
+                if self.read.connect_options().database_url
+                    == self.write.connect_options().database_url =>
+            {
+                busy(&self.write)
+            }
+            Backend::Postgres => busy(&self.write) + busy(&self.read),
+        }
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Normalises a SQLite URL: `mode=rwc` so the file is created, and the parent
+/// folder created on disk.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() {
+        return Err(StoreError::InvalidUrl {
+            url: url.into(),
+            reason: "no file path (use sqlite://data/mailroom.db)".into(),
+        });
+    }
+    if path != ":memory:" {
+        if let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let query = if query.contains("mode=") {
+        query.to_string()
+    } else if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+async fn sqlite_pool(
+    url: &str,
+    max: u32,
+    acquire_timeout: Duration,
+) -> Result<AnyPool, StoreError> {
+    let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers proceed while the writer commits; NORMAL
+                // sync in WAL mode keeps every committed transaction across a
+                // process crash (the WAL is written before COMMIT returns) and
+                // fsyncs at checkpoints. busy_timeout covers the rare
+                // checkpoint contention between the two pools.
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+async fn pg_pool(url: &str, max: u32, acquire_timeout: Duration) -> Result<AnyPool, StoreError> {
+    let options = AnyConnectOptions::from_str(url)
+        .map_err(|e| StoreError::InvalidUrl {
+            url: redact(url),
+            reason: e.to_string(),
+        })?
+        .disable_statement_logging();
+    Ok(AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(acquire_timeout)
+        .connect_with(options)
+        .await?)
+}
+
+/// A URL with its password replaced, safe to print.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn sqlite_urls_get_create_mode() {
+        let dir = std::env::temp_dir().join(format!("mailroom-url-{}", std::process::id()));
+        let url = format!("sqlite://{}/x/m.db", dir.display());
+        let out = sqlite_url(&url).expect("url");
+        assert!(out.ends_with("m.db?mode=rwc"), "{out}");
+        assert!(dir.join("x").is_dir());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,391 @@
+//! The durable job queue.
+//!
+//! Rules: a job is leased (never simply taken) by stamping a lease token and
+//! an expiry; only the holder of the current token may complete or fail it,
+//! so a worker that stalls past its lease cannot overwrite the work of the
+//! worker that took the job over. A crash therefore costs at most one lease
+//! period, never a message. Finished jobs are deleted; dead ones stay until
+//! an operator re-queues or deletes them.
+
+use mailroom_domain::{
+    JobState, MessageId, MessageStatus, MessageView, ProcessingStep, StepOutcome,
+};
+use serde::Serialize;
+use sqlx::{any::AnyRow, Any, Row, Transaction};
+
+use crate::{messages::parse_id, Backend, Store, StoreError};
+
+/// A job handed to a worker.
+#[derive(Debug, Clone)]
+pub struct LeasedJob {
+    pub job_id: i64,
+    pub message_id: MessageId,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    pub lease_token: String,
+}
+
+/// The public state of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInfo {
+    pub id: i64,
+    pub message_id: MessageId,
+    pub state: JobState,
+    pub attempts: u32,
+    pub run_at_ms: i64,
+    pub lease_until_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A dead job, as listed for operators.
+pub type DeadJob = JobInfo;
+
+/// Result of a successful processing run.
+#[derive(Debug, Clone)]
+pub struct CompletedJob {
+    pub job: LeasedJob,
+    pub view: MessageView,
+    pub steps: Vec<ProcessingStep>,
+    pub processing_ms: f64,
+    pub finished_at_ms: i64,
+}
+
+/// Result of a failed processing run.
+#[derive(Debug, Clone)]
+pub struct FailedJob {
+    pub job: LeasedJob,
+    pub steps: Vec<ProcessingStep>,
+    pub error: String,
+    /// When to try again; `None` declares the job dead.
+    pub retry_at_ms: Option<i64>,
+    pub now_ms: i64,
+}
+
+/// Which jobs `POST /process/trigger` re-queues.
+#[derive(Debug, Clone, Default)]
+pub struct RequeueFilter {
+    /// Only these messages (empty: all that match `states`).
+    pub message_ids: Vec<MessageId>,
+    /// `Failed` (waiting for a retry) and/or `Dead`.
+    pub statuses: Vec<MessageStatus>,
+}
+
+const JOB_COLUMNS: &str =
+    "id, message_id, state, attempts, run_at, lease_until, last_error, created_at, updated_at";
+
+impl Store {
+    /// Leases up to `limit` runnable jobs (due, or whose lease has expired)
+    /// under one token. On PostgreSQL concurrent leasers skip each other's
+    /// rows (`FOR UPDATE SKIP LOCKED`); on SQLite the single writer makes
+    /// the statement atomic by itself.
+    pub async fn lease_jobs(
+        &self,
+        token: &str,
+        limit: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<LeasedJob>, StoreError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'leased', lease_token = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) OR (state = 'leased' AND lease_until <= $3) \
+             ORDER BY run_at, id LIMIT $4{lock}) RETURNING id, message_id, attempts"
+        );
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query(&sql)
+            .bind(token)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        if !rows.is_empty() {
+            sqlx::query("UPDATE messages SET status = 'processing' WHERE id IN (SELECT message_id FROM jobs WHERE lease_token = $1)")
+                .bind(token)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let mut jobs = rows
+            .iter()
+            .map(|r| {
+                Ok(LeasedJob {
+                    job_id: r.try_get("id")?,
+                    message_id: parse_id(&r.try_get::<String, _>("message_id")?)?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    lease_token: token.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        jobs.sort_by_key(|j| j.job_id);
+        Ok(jobs)
+    }
+
+    /// Declares dead every job whose lease expired after its last permitted
+    /// attempt: a message that kills its worker every time must not loop
+    /// forever. Returns how many were buried.
+    pub async fn bury_exhausted_leases(
+        &self,
+        max_attempts: u32,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = 'dead' WHERE id IN (SELECT message_id FROM jobs \
+             WHERE state = 'leased' AND lease_until <= $1 AND attempts >= $2)",
+        )
+        .bind(now_ms)
+        .bind(i64::from(max_attempts))
+        .execute(&mut *tx)
+        .await?;
+        let buried = sqlx::query(
+            "UPDATE jobs SET state = 'dead', last_error = 'lease expired on the last attempt (worker crashed or stalled)', \
+             updated_at = $1, lease_token = NULL WHERE state = 'leased' AND lease_until <= $1 AND attempts >= $2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(max_attempts))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(buried)
+    }
+
+    /// Records successful runs in one transaction. A job whose lease was
+    /// lost meanwhile is skipped (its new holder will record it); the
+    /// returned flags say which were recorded.
+    pub async fn complete_jobs(&self, done: &[CompletedJob]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let mut recorded = Vec::with_capacity(done.len());
+        for item in done {
+            if !release_lease(&mut tx, &item.job, None).await? {
+                recorded.push(false);
+                continue;
+            }
+            let view_json = serde_json::to_string(&item.view)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let from_addr = item
+                .view
+                .from
+                .as_ref()
+                .and_then(|a| a.address.as_deref())
+                .map(str::to_lowercase);
+            let search_text = format!(
+                "{}\n{}",
+                item.view.subject.as_deref().unwrap_or_default(),
+                item.view.text_body
+            )
+            .to_lowercase();
+            sqlx::query(
+                "UPDATE messages SET status = 'processed', processed_at = $1, processing_ms = $2, from_addr = $3, \
+                 subject = $4, date_unix = $5, search_text = $6, view_json = $7 WHERE id = $8",
+            )
+            .bind(item.finished_at_ms)
+            .bind(item.processing_ms)
+            .bind(from_addr)
+            .bind(item.view.subject.as_deref())
+            .bind(item.view.date_unix)
+            .bind(search_text)
+            .bind(view_json)
+            .bind(item.job.message_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            insert_steps(&mut tx, &item.job.message_id, &item.steps).await?;
+            recorded.push(true);
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Records a failed run: the job is rescheduled, or dead when
+    /// `retry_at_ms` is `None`. Returns false when the lease was lost.
+    pub async fn fail_job(&self, failed: &FailedJob) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        if !release_lease(&mut tx, &failed.job, Some(failed)).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let status = if failed.retry_at_ms.is_some() {
+            MessageStatus::Failed
+        } else {
+            MessageStatus::Dead
+        };
+        sqlx::query("UPDATE messages SET status = $1 WHERE id = $2")
+            .bind(status.as_str())
+            .bind(failed.job.message_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        insert_steps(&mut tx, &failed.job.message_id, &failed.steps).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Makes failed (waiting) and dead jobs runnable now, resetting the
+    /// attempt count of dead ones. Returns the messages re-queued.
+    pub async fn requeue(
+        &self,
+        filter: &RequeueFilter,
+        now_ms: i64,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let statuses: Vec<&str> = if filter.statuses.is_empty() {
+            vec!["failed", "dead"]
+        } else {
+            filter.statuses.iter().map(|s| s.as_str()).collect()
+        };
+        let mut sql = String::from(
+            "SELECT j.message_id FROM jobs j JOIN messages m ON m.id = j.message_id WHERE j.state IN ('queued', 'dead') AND m.status IN (",
+        );
+        let mut args: Vec<String> = Vec::new();
+        for (i, s) in statuses.iter().enumerate() {
+            args.push((*s).to_string());
+            sql.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, args.len()));
+        }
+        sql.push(')');
+        if !filter.message_ids.is_empty() {
+            sql.push_str(" AND j.message_id IN (");
+            for (i, id) in filter.message_ids.iter().enumerate() {
+                args.push(id.as_str().to_string());
+                sql.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, args.len()));
+            }
+            sql.push(')');
+        }
+        let mut tx = self.write.begin().await?;
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for a in &args {
+            query = query.bind(a.as_str());
+        }
+        let ids = query.fetch_all(&mut *tx).await?;
+        for id in &ids {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', run_at = $1, updated_at = $1, \
+                 attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END WHERE message_id = $2",
+            )
+            .bind(now_ms)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE messages SET status = 'queued' WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        ids.iter().map(|id| parse_id(id)).collect()
+    }
+
+    /// Jobs in one state, oldest first, at most `limit`.
+    pub async fn jobs_in_state(
+        &self,
+        state: JobState,
+        limit: u32,
+    ) -> Result<Vec<JobInfo>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(state.as_str())
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    pub(crate) async fn job_for_message(
+        &self,
+        id: &MessageId,
+    ) -> Result<Option<JobInfo>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE message_id = $1 ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+}
+
+/// Ends the current lease if `job` still holds it: deletes the job on
+/// success, reschedules or buries it on failure.
+async fn release_lease(
+    tx: &mut Transaction<'static, Any>,
+    job: &LeasedJob,
+    failure: Option<&FailedJob>,
+) -> Result<bool, StoreError> {
+    let affected = match failure {
+        None => {
+            sqlx::query("DELETE FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'leased'")
+                .bind(job.job_id)
+                .bind(job.lease_token.as_str())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+        }
+        Some(f) => {
+            let (state, run_at) = match f.retry_at_ms {
+                Some(at) => ("queued", at),
+                None => ("dead", f.now_ms),
+            };
+            sqlx::query(
+                "UPDATE jobs SET state = $1, run_at = $2, last_error = $3, updated_at = $4, lease_token = NULL, lease_until = NULL \
+                 WHERE id = $5 AND lease_token = $6 AND state = 'leased'",
+            )
+            .bind(state)
+            .bind(run_at)
+            .bind(f.error.as_str())
+            .bind(f.now_ms)
+            .bind(job.job_id)
+            .bind(job.lease_token.as_str())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+        }
+    };
+    Ok(affected == 1)
+}
+
+async fn insert_steps(
+    tx: &mut Transaction<'static, Any>,
+    message_id: &MessageId,
+    steps: &[ProcessingStep],
+) -> Result<(), StoreError> {
+    for step in steps {
+        sqlx::query(
+            "INSERT INTO processing_steps (message_id, stage, attempt, outcome, started_at, duration_ms, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(message_id.as_str())
+        .bind(step.stage.as_str())
+        .bind(i64::from(step.attempt))
+        .bind(match step.outcome {
+            StepOutcome::Ok => "ok",
+            StepOutcome::Error => "error",
+        })
+        .bind(step.started_at_ms)
+        .bind(step.duration_ms)
+        .bind(step.error.as_deref())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn job_from_row(r: &AnyRow) -> Result<JobInfo, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(JobInfo {
+        id: r.try_get("id")?,
+        message_id: parse_id(&r.try_get::<String, _>("message_id")?)?,
+        state: state
+            .parse()
+            .map_err(|e: mailroom_domain::UnknownStatus| StoreError::Corrupt(e.to_string()))?,
+        attempts: r.try_get::<i64, _>("attempts")? as u32,
+        run_at_ms: r.try_get("run_at")?,
+        lease_until_ms: r.try_get("lease_until")?,
+        last_error: r.try_get("last_error")?,
+        created_at_ms: r.try_get("created_at")?,
+        updated_at_ms: r.try_get("updated_at")?,
+    })
+}

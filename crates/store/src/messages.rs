@@ -1,0 +1,326 @@
+use mailroom_domain::{MessageId, MessageStatus, MessageView, ProcessingStep, StepOutcome};
+use sqlx::{any::AnyRow, Row};
+
+use crate::{Store, StoreError};
+
+/// A message about to be stored by ingest.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub id: MessageId,
+    pub content_hash: &'a str,
+    pub header_message_id: Option<&'a str>,
+    pub source: &'a str,
+    pub raw: &'a [u8],
+    pub received_at_ms: i64,
+}
+
+/// What ingest did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored, with its processing job queued.
+    Stored(MessageId),
+    /// The same content was stored before under this id.
+    Duplicate(MessageId),
+}
+
+/// Alias kept short for call sites: `Insert::Stored(id)`.
+pub type Insert = InsertOutcome;
+
+/// Summary row used by listings.
+#[derive(Debug, Clone)]
+pub struct MessageSummary {
+    pub id: MessageId,
+    pub status: MessageStatus,
+    pub source: String,
+    pub size_bytes: i64,
+    pub received_at_ms: i64,
+    pub processed_at_ms: Option<i64>,
+    pub from_addr: Option<String>,
+    pub subject: Option<String>,
+    pub header_message_id: Option<String>,
+}
+
+/// Everything stored about one message, bar its raw bytes.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub summary: MessageSummary,
+    pub content_hash: String,
+    pub processing_ms: Option<f64>,
+    pub view: Option<MessageView>,
+    pub history: Vec<ProcessingStep>,
+    pub job: Option<crate::jobs::JobInfo>,
+}
+
+/// Filters of `GET /api/v1/messages`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<MessageStatus>,
+    /// Case-insensitive substring of the sender address (so a domain works).
+    pub from: Option<String>,
+    /// Received at or after (ms).
+    pub since_ms: Option<i64>,
+    /// Received before (ms).
+    pub until_ms: Option<i64>,
+    /// Case-insensitive text searched in subject and body.
+    pub q: Option<String>,
+    /// Return messages strictly older (in ingest order) than this id.
+    pub before: Option<MessageId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    pub items: Vec<MessageSummary>,
+    /// Id to pass as `before` for the next page, when there is one.
+    pub next: Option<MessageId>,
+}
+
+const SUMMARY_COLUMNS: &str =
+    "id, status, source, size_bytes, received_at, processed_at, from_addr, subject, header_message_id";
+
+impl Store {
+    /// Stores a message and queues its processing job in one transaction;
+    /// content already stored (same bytes, hence same Message-ID) is reported
+    /// as a duplicate and nothing is written.
+    pub async fn insert_message(&self, new: &NewMessage<'_>) -> Result<InsertOutcome, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let inserted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO messages (id, content_hash, header_message_id, source, size_bytes, status, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (content_hash) DO NOTHING RETURNING id",
+        )
+        .bind(new.id.as_str())
+        .bind(new.content_hash)
+        .bind(new.header_message_id)
+        .bind(new.source)
+        .bind(new.raw.len() as i64)
+        .bind(MessageStatus::Queued.as_str())
+        .bind(new.received_at_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_none() {
+            let existing: String =
+                sqlx::query_scalar("SELECT id FROM messages WHERE content_hash = $1")
+                    .bind(new.content_hash)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return Ok(InsertOutcome::Duplicate(parse_id(&existing)?));
+        }
+        sqlx::query("INSERT INTO message_raw (message_id, raw) VALUES ($1, $2)")
+            .bind(new.id.as_str())
+            .bind(new.raw)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) VALUES ($1, 'queued', 0, $2, $2, $2)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.received_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Stored(new.id.clone()))
+    }
+
+    /// Raw bytes of a message, as received.
+    pub async fn raw_message(&self, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT raw FROM message_raw WHERE message_id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// The parsed view, status and full history of one message.
+    pub async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {SUMMARY_COLUMNS}, content_hash, processing_ms, view_json FROM messages WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let summary = summary_from_row(&row)?;
+        let view = match row.try_get::<Option<String>, _>("view_json")? {
+            Some(json) => Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?,
+            ),
+            None => None,
+        };
+        let history = self.history(id).await?;
+        let job = self.job_for_message(id).await?;
+        Ok(Some(MessageRecord {
+            summary,
+            content_hash: row.try_get("content_hash")?,
+            processing_ms: row.try_get("processing_ms")?,
+            view,
+            history,
+            job,
+        }))
+    }
+
+    pub async fn history(&self, id: &MessageId) -> Result<Vec<ProcessingStep>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stage, attempt, outcome, started_at, duration_ms, error FROM processing_steps WHERE message_id = $1 ORDER BY id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ProcessingStep {
+                    stage: r.try_get("stage")?,
+                    attempt: r.try_get::<i64, _>("attempt")? as u32,
+                    outcome: if r.try_get::<String, _>("outcome")? == "ok" {
+                        StepOutcome::Ok
+                    } else {
+                        StepOutcome::Error
+                    },
+                    started_at_ms: r.try_get("started_at")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// One page of messages, newest first, in a stable order (by id, which
+    /// grows with ingest time).
+    pub async fn list_messages(&self, filter: &ListFilter) -> Result<MessagePage, StoreError> {
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        let mut push = |clause: &str, arg: Arg, sql: &mut String| {
+            args.push(arg);
+            sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+        };
+        if let Some(status) = filter.status {
+            push(
+                " AND status = ?",
+                Arg::Text(status.as_str().into()),
+                &mut sql,
+            );
+        }
+        if let Some(from) = &filter.from {
+            push(
+                " AND from_addr LIKE ? ESCAPE '\\'",
+                Arg::Text(like_pattern(from)),
+                &mut sql,
+            );
+        }
+        if let Some(since) = filter.since_ms {
+            push(" AND received_at >= ?", Arg::Int(since), &mut sql);
+        }
+        if let Some(until) = filter.until_ms {
+            push(" AND received_at < ?", Arg::Int(until), &mut sql);
+        }
+        if let Some(q) = &filter.q {
+            push(
+                " AND search_text LIKE ? ESCAPE '\\'",
+                Arg::Text(like_pattern(q)),
+                &mut sql,
+            );
+        }
+        if let Some(before) = &filter.before {
+            push(" AND id < ?", Arg::Text(before.as_str().into()), &mut sql);
+        }
+        let limit = filter.limit.clamp(1, 500);
+        push(
+            " ORDER BY id DESC LIMIT ?",
+            Arg::Int(i64::from(limit) + 1),
+            &mut sql,
+        );
+
+        let mut query = sqlx::query(&sql);
+        for arg in args {
+            query = match arg {
+                Arg::Text(t) => query.bind(t),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        let mut items = rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|m| m.id.clone())
+        } else {
+            None
+        };
+        Ok(MessagePage { items, next })
+    }
+
+    /// Erases a message and everything derived from it (raw bytes, job,
+    /// history). Returns false when there was no such message.
+    pub async fn delete_message(&self, id: &MessageId) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        for table in ["processing_steps", "jobs", "message_raw"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE message_id = $1"))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let deleted = sqlx::query("DELETE FROM messages WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// `%needle%` with LIKE's wildcards in the needle escaped, lower-cased to
+/// match the lower-cased columns it is compared with.
+fn like_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<MessageId, StoreError> {
+    MessageId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn summary_from_row(row: &AnyRow) -> Result<MessageSummary, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(MessageSummary {
+        id: parse_id(&row.try_get::<String, _>("id")?)?,
+        status: status
+            .parse()
+            .map_err(|e: mailroom_domain::UnknownStatus| StoreError::Corrupt(e.to_string()))?,
+        source: row.try_get("source")?,
+        size_bytes: row.try_get("size_bytes")?,
+        received_at_ms: row.try_get("received_at")?,
+        processed_at_ms: row.try_get("processed_at")?,
+        from_addr: row.try_get("from_addr")?,
+        subject: row.try_get("subject")?,
+        header_message_id: row.try_get("header_message_id")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(like_pattern("ABC"), "%abc%");
+    }
+}

@@ -1,0 +1,139 @@
+//! Observability plumbing: metric names in one place, the Prometheus
+//! recorder, process metrics and the tracing subscriber.
+//!
+//! Invariant: knows nothing about HTTP routes, SQL or mail; other crates
+//! record through the `metrics` facade with the names defined here.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Metric names the seed runbooks and alerts read. Keep them stable.
+pub mod names {
+    pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
+    pub const EMAILS_INGESTED_TOTAL: &str = "emails_ingested_total";
+    pub const EMAILS_PROCESSED_TOTAL: &str = "emails_processed_total";
+    pub const EMAIL_PROCESSING_ERRORS_TOTAL: &str = "email_processing_errors_total";
+    pub const EMAIL_PROCESSING_SECONDS: &str = "email_processing_seconds";
+    pub const QUEUE_DEPTH: &str = "queue_depth";
+    pub const QUEUE_DEAD_JOBS: &str = "queue_dead_jobs";
+    pub const DATABASE_CONNECTIONS_ACTIVE: &str = "database_connections_active";
+    pub const WORKERS_BUSY: &str = "workers_busy";
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter `{0}`")]
+    Filter(String),
+    #[error("cannot install the metrics recorder: {0}")]
+    Recorder(String),
+}
+
+/// Installs the global tracing subscriber writing to stderr (stdout stays
+/// free for command output and, later, the MCP stdio transport).
+pub fn init_tracing(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter =
+        EnvFilter::try_new(filter).map_err(|_| TelemetryError::Filter(filter.to_string()))?;
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+    // A second initialisation (tests building several apps) is harmless.
+    let _ = result;
+    Ok(())
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns the handle
+/// that renders `/metrics`.
+pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let seconds_buckets = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds_buckets)
+        .map_err(|e| TelemetryError::Recorder(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    match metrics::set_global_recorder(recorder) {
+        Ok(()) => {
+            let _ = HANDLE.set(handle.clone());
+            describe();
+            Ok(handle)
+        }
+        // Lost a race with another initialiser in this process: use theirs.
+        Err(_) => HANDLE
+            .get()
+            .cloned()
+            .ok_or_else(|| TelemetryError::Recorder("another recorder is installed".into())),
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use names::*;
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests by method, matched route and status code"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency"
+    );
+    describe_counter!(
+        EMAILS_INGESTED_TOTAL,
+        "Messages accepted by ingest, by source and outcome"
+    );
+    describe_counter!(
+        EMAILS_PROCESSED_TOTAL,
+        "Messages that completed the processing pipeline"
+    );
+    describe_counter!(
+        EMAIL_PROCESSING_ERRORS_TOTAL,
+        "Failed processing attempts, by stage"
+    );
+    describe_histogram!(
+        EMAIL_PROCESSING_SECONDS,
+        Unit::Seconds,
+        "Time to run the pipeline on one message"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Jobs waiting or leased");
+    describe_gauge!(QUEUE_DEAD_JOBS, "Jobs that exhausted their attempts");
+    describe_gauge!(
+        DATABASE_CONNECTIONS_ACTIVE,
+        "Database connections checked out of the pools"
+    );
+    describe_gauge!(WORKERS_BUSY, "Workers running a job right now");
+}
+
+/// Refreshes the process metrics (`process_resident_memory_bytes`,
+/// `process_cpu_seconds_total`, open fds, threads...) just before a scrape.
+pub fn collect_process_metrics() {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+}
