@@ -182,7 +182,8 @@ impl Worker {
             let raw = match self.store.raw_message(&job.message_id).await? {
                 Some(raw) => Arc::new(raw),
                 None => {
-                    // Deleted while queued: nothing to do; the job row went with it.
+                    // Deleted after it was leased: the job row went with it.
+                    tracing::debug!(message_id = %job.message_id, "leased message was deleted; skipping");
                     continue;
                 }
             };

@@ -1,4 +1,6 @@
-use mail_parser::{Address as ParsedAddress, HeaderValue, Message, MessageParser, MimeHeaders};
+use mail_parser::{
+    Address as ParsedAddress, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
+};
 use mailroom_domain::{Address, AttachmentMeta, MessageView};
 
 use crate::links::extract_links;
@@ -89,11 +91,24 @@ fn body_text(message: &Message<'_>) -> (String, bool) {
         .and_then(|id| message.part(*id))
         .map(|p| p.is_text_html())
         .unwrap_or(false);
-    let text = message
-        .body_text(0)
-        .map(|t| t.into_owned())
-        .unwrap_or_default();
-    (text, from_html)
+    if let Some(text) = message.body_text(0) {
+        return (text.into_owned(), from_html);
+    }
+    // A multipart cut short (no closing boundary) leaves its parts out of the
+    // body lists; the text is still worth keeping.
+    for part in message.parts.iter().skip(1) {
+        let attachment = part
+            .content_disposition()
+            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"));
+        match &part.body {
+            PartType::Text(text) if !attachment => return (text.to_string(), false),
+            PartType::Html(html) if !attachment => {
+                return (mail_parser::decoders::html::html_to_text(html), true)
+            }
+            _ => {}
+        }
+    }
+    (String::new(), false)
 }
 
 fn truncate_utf8(mut text: String, max: usize, warnings: &mut Vec<String>) -> String {
@@ -188,6 +203,12 @@ JVBERi0xLjQK\r\n\
         assert!(v.text_body.contains("Hello"), "{}", v.text_body);
         assert!(!v.text_body.contains("<p>"));
         assert_eq!(v.links, vec!["https://t.example/"]);
+    }
+
+    #[test]
+    fn keeps_text_of_a_truncated_multipart() {
+        let v = parse_view(b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nthe message stops here");
+        assert_eq!(v.text_body, "the message stops here");
     }
 
     #[test]

@@ -24,10 +24,19 @@ fn is_mail_store_metadata(path: &Path) -> bool {
     name.starts_with("dovecot")
         || name.starts_with("courier")
         || matches!(name, "maildirfolder" | "subscriptions" | ".DS_Store")
-        || path.components().any(|c| c.as_os_str() == "tmp")
-            && path
-                .ancestors()
-                .any(|a| a.join("cur").is_dir() && a.join("new").is_dir())
+        || in_maildir_tmp(path)
+}
+
+/// Maildir writers deliver into `tmp/` and rename into `new/`: what is still
+/// in `tmp/` is half-written.
+fn in_maildir_tmp(path: &Path) -> bool {
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    dir.file_name().is_some_and(|n| n == "tmp")
+        && dir
+            .parent()
+            .is_some_and(|root| root.join("cur").is_dir() && root.join("new").is_dir())
 }
 
 /// Counts and reasons of one import run.

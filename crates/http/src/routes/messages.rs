@@ -1,6 +1,8 @@
+use std::time::Duration;
+
 use axum::{
-    body::Bytes,
-    extract::{rejection::BytesRejection, Path, Query, State},
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -11,19 +13,26 @@ use mailroom_store::{ListFilter, MessageSummary};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body_rejection;
 use crate::{
     json::{parse_time_ms, rfc3339},
     ApiError, AppState,
 };
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 
 const ACCEPTED_TYPES: [&str; 3] = ["message/rfc822", "application/octet-stream", "text/plain"];
+
+/// How much of an oversized body we read and discard so that a client that
+/// does not wait for `100 Continue` still receives the 413 instead of a
+/// broken pipe. Past this (or the drain timeout) the connection is dropped.
+const OVERSIZE_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const OVERSIZE_DRAIN_TIME: Duration = Duration::from_secs(30);
 
 /// `POST /api/v1/messages`: raw RFC 5322 in, 202 once durably stored.
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let essence = ct
@@ -40,8 +49,9 @@ pub async fn create(
             )));
         }
     }
-    let body = body.map_err(|r| body_rejection(r, state.ingest.max_bytes()))?;
-    let receipt = state.ingest.ingest(&body, Source::Api).await?;
+    let limit = state.ingest.max_bytes();
+    let raw = read_limited(body, &headers, limit).await?;
+    let receipt = state.ingest.ingest(&raw, Source::Api).await?;
     let location = format!("/api/v1/messages/{}", receipt.id);
     let (status, payload) = if receipt.duplicate {
         (
@@ -55,6 +65,67 @@ pub async fn create(
         )
     };
     Ok((status, [(header::LOCATION, location)], Json(payload)).into_response())
+}
+
+/// Reads at most `limit` bytes of body. Memory stays bounded by the limit
+/// whatever the client sends.
+async fn read_limited(
+    mut body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the body exceeds the limit of {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if declared.is_some_and(|n| n > limit && (expects_continue || n - limit > OVERSIZE_DRAIN_BYTES))
+    {
+        // The client has not sent the body yet (or it is absurdly large):
+        // answer without reading it.
+        return Err(too_large());
+    }
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
+    let mut overflow = 0usize;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::InvalidParameter(format!("the request body could not be read: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if overflow == 0 && buffer.len() + data.len() <= limit {
+                buffer.extend_from_slice(&data);
+                continue;
+            }
+            if overflow == 0 {
+                buffer = BytesMut::new();
+            }
+            overflow += data.len();
+            if overflow > OVERSIZE_DRAIN_BYTES {
+                break;
+            }
+        }
+        Ok::<(), ApiError>(())
+    };
+    match tokio::time::timeout(OVERSIZE_DRAIN_TIME, read).await {
+        Ok(result) => result?,
+        Err(_) if overflow > 0 => return Err(too_large()),
+        Err(_) => {
+            return Err(ApiError::InvalidParameter(
+                "the request body did not arrive in time".into(),
+            ))
+        }
+    }
+    if overflow > 0 {
+        return Err(too_large());
+    }
+    Ok(buffer.freeze())
 }
 
 #[derive(Debug, Deserialize, Default)]

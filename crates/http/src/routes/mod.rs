@@ -3,7 +3,6 @@ mod ops;
 
 use axum::{
     extract::DefaultBodyLimit,
-    http::StatusCode,
     middleware,
     response::IntoResponse,
     routing::{get, post},
@@ -15,9 +14,9 @@ use crate::{metrics_layer, ApiError, AppState};
 
 /// The whole HTTP surface. Usable with `oneshot` in tests (no socket).
 pub fn router(state: AppState) -> Router {
-    // Room for the framing of a body at the limit; the ingest service
-    // enforces the exact limit on the bytes.
-    let body_limit = state.ingest.max_bytes().saturating_add(1);
+    // Ingest streams its body under its own limit; every other body is a
+    // small JSON document.
+    let body_limit = 1024 * 1024;
     Router::new()
         .route(
             "/api/v1/messages",
@@ -53,13 +52,10 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
-/// Body-read failures mapped onto the API's error shape.
-pub(crate) fn body_rejection(
-    rejection: axum::extract::rejection::BytesRejection,
-    limit: usize,
-) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(format!("the body exceeds the limit of {limit} bytes"))
+/// A small JSON body that could not be read (too large, broken stream).
+pub(crate) fn small_body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("the JSON body exceeds 1 MiB".into())
     } else {
         ApiError::InvalidParameter(format!(
             "the request body could not be read: {}",

@@ -132,7 +132,11 @@ struct TriggerRequest {
 
 /// `POST /process/trigger`: wakes the workers and re-queues failed and dead
 /// jobs, optionally only `ids` and/or only `status` (`failed`, `dead`).
-pub async fn trigger(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn trigger(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(super::small_body_error)?;
     let request: TriggerRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerRequest::default()
     } else {

@@ -1,0 +1,12 @@
+//! Black-box tests: the real HTTP API and the real binary, on SQLite and on
+//! PostgreSQL. The PostgreSQL half runs when `MAILROOM_TEST_POSTGRES_URL` is
+//! set (CI sets it) and is skipped with a loud notice otherwise.
+
+mod support;
+
+mod api;
+mod cli;
+mod crash;
+mod hostile;
+mod ops;
+mod queue;

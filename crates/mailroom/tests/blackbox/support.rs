@@ -1,0 +1,352 @@
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use mailroom::{config::Layers, server::Application};
+use serde_json::Value;
+use tokio::sync::{oneshot, OnceCell};
+
+pub const POSTGRES_ENV: &str = "MAILROOM_TEST_POSTGRES_URL";
+
+/// Generates one test per backend from one body:
+/// `backend_test!(name, |db| async move { ... })`.
+#[macro_export]
+macro_rules! backend_test {
+    ($name:ident, |$db:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $db = $crate::support::TestDb::sqlite();
+                $body.await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($db) = $crate::support::TestDb::postgres().await else {
+                    return;
+                };
+                let cleanup = $db.clone();
+                $body.await;
+                cleanup.drop_database().await;
+            }
+        }
+    };
+}
+
+/// A fresh database for one test: a SQLite file in a temp dir, or a new
+/// PostgreSQL database created on the configured server.
+#[derive(Clone)]
+pub struct TestDb {
+    pub url: String,
+    admin_url: Option<String>,
+    name: Option<String>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+static PG_SWEEP: OnceCell<()> = OnceCell::const_new();
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/db/mailroom.db", dir.path().display());
+        Self {
+            url,
+            admin_url: None,
+            name: None,
+            _dir: Arc::new(dir),
+        }
+    }
+
+    pub async fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var(POSTGRES_ENV) else {
+            eprintln!("\n*** SKIPPED on PostgreSQL: set {POSTGRES_ENV}=postgres://postgres@127.0.0.1:5432/test to run it ***\n");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        PG_SWEEP
+            .get_or_init(|| async {
+                // Databases left by earlier runs that panicked.
+                let mut conn = admin(&admin_url).await;
+                let stale: Vec<String> = sqlx::query_scalar(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'mrt\\_%'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .expect("list databases");
+                for db in stale {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            })
+            .await;
+        let name = format!("mrt_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = admin(&admin_url).await;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .expect("url has a database");
+        let url = format!("{base}/{name}");
+        Some(Self {
+            url,
+            admin_url: Some(admin_url),
+            name: Some(name),
+            _dir: Arc::new(tempfile::tempdir().expect("tempdir")),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.name.is_some()
+    }
+
+    pub async fn drop_database(&self) {
+        if let (Some(admin_url), Some(name)) = (&self.admin_url, &self.name) {
+            let mut conn = admin(admin_url).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+
+    /// A scratch folder that lives as long as the database.
+    pub fn dir(&self) -> PathBuf {
+        self._dir.path().to_path_buf()
+    }
+}
+
+async fn admin(url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::AnyConnection::connect(url)
+        .await
+        .expect("connect to the PostgreSQL test server")
+}
+
+/// The application running in this process on a free port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: &TestDb) -> Self {
+        Self::spawn_with(db, &[]).await
+    }
+
+    /// `settings` are (key, value) pairs as in mailroom.toml (`queue.max_attempts`).
+    pub async fn spawn_with(db: &TestDb, settings: &[(&str, &str)]) -> Self {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = mailroom_telemetry::init_tracing("info", mailroom_telemetry::LogFormat::Pretty);
+        }
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("MAILROOM_DATABASE_URL".into(), db.url.clone());
+        env.insert("MAILROOM_BIND".into(), "127.0.0.1:0".into());
+        env.insert("MAILROOM_WORKERS".into(), "2".into());
+        env.insert("MAILROOM_DATABASE_MAX_CONNECTIONS".into(), "4".into());
+        env.insert("MAILROOM_QUEUE_POLL_INTERVAL_MS".into(), "50".into());
+        for (k, v) in settings {
+            env.insert(mailroom::config::env_name(k), (*v).to_string());
+        }
+        let config = Layers::load(None, &|name| env.get(name).cloned())
+            .resolve()
+            .expect("valid test config");
+        let app = Application::build(config)
+            .await
+            .expect("application starts");
+        let addr = app.local_addr().expect("bound");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            db: db.clone(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_message(&self, raw: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/messages"))
+            .header("content-type", "message/rfc822")
+            .body(raw)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Posts and expects 202; returns the id.
+    pub async fn ingest(&self, raw: impl Into<reqwest::Body>) -> String {
+        let response = self.post_message(raw).await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn message(&self, id: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/api/v1/messages/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the message reaches `status` (10 s at most).
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.message(id).await;
+            if m["status"] == status {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {id} stuck in {} (wanted {status}): {m}",
+                m["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("clean shutdown");
+        }
+    }
+}
+
+/// A small valid message; `n` makes it unique.
+pub fn email(n: usize, from: &str, subject: &str, body: &str) -> String {
+    format!(
+        "From: Sender {n} <{from}>\r\nTo: team@example.org\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <msg-{n}-{}@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
+        uuid::Uuid::now_v7().simple()
+    )
+}
+
+/// The `mailroom` binary as a child process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailroom"))
+}
+
+impl ServerProcess {
+    pub fn start(db: &TestDb, settings: &[(&str, &str)]) -> Self {
+        let mut cmd = binary();
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+            .env("MAILROOM_DATABASE_URL", &db.url)
+            .env("MAILROOM_QUEUE_POLL_INTERVAL_MS", "50")
+            .env("LOG_LEVEL", "info")
+            .current_dir(db.dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in settings {
+            cmd.env(mailroom::config::env_name(k), v);
+        }
+        let mut child = cmd.spawn().expect("spawn mailroom");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["message"] == "listening" {
+                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {:?}", logs.lock().expect("log lock"));
+            }
+        };
+        Self { child, addr, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a signal by name (TERM, KILL, INT).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for exit (30 s at most) and returns the exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "server did not exit; logs: {:?}",
+                    self.logs.lock().expect("log lock")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
