@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use mailroom_domain::MessageId;
-use mailroom_store::{InsertOutcome, NewMessage, Store};
+use mailroom_store::{InsertOutcome, NewMessage, Store, StoreError};
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::debug;
 
 use crate::{clock::now_ms, IngestError};
@@ -31,22 +31,42 @@ pub struct IngestReceipt {
     pub duplicate: bool,
 }
 
+/// Most messages written in one group commit.
+const MAX_GROUP: usize = 128;
+
+/// A message waiting for the group-commit writer, with the caller's reply.
+struct Pending {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("id", &self.message.id)
+            .finish()
+    }
+}
+
 /// The one ingest path every source uses: admission check, content hash,
 /// durable insert of the message with its job, then a wake-up for workers.
+///
+/// Inserts go through one writer task that commits whatever has queued up
+/// while the previous commit ran (group commit): under load one transaction
+/// carries many messages, and each caller is answered only after the
+/// transaction holding its message has committed.
 #[derive(Debug, Clone)]
 pub struct IngestService {
-    store: Store,
     max_bytes: usize,
-    wake: Arc<Notify>,
+    writer: mpsc::Sender<Box<Pending>>,
 }
 
 impl IngestService {
+    /// Starts the writer task on the current Tokio runtime.
     pub fn new(store: Store, max_bytes: usize, wake: Arc<Notify>) -> Self {
-        Self {
-            store,
-            max_bytes,
-            wake,
-        }
+        let (writer, queue) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(group_commit_writer(store, queue, wake));
+        Self { max_bytes, writer }
     }
 
     pub fn max_bytes(&self) -> usize {
@@ -63,25 +83,31 @@ impl IngestService {
             });
         }
         mailroom_mail::check_ingestible(raw)?;
-        let hash = hex::encode(Sha256::digest(raw));
-        let header_id = header_message_id(raw);
-        let new = NewMessage {
+        let message = NewMessage {
             id: MessageId::from_uuid(uuid::Uuid::now_v7()),
-            content_hash: &hash,
-            header_message_id: header_id.as_deref(),
+            content_hash: hex::encode(Sha256::digest(raw)),
+            header_message_id: header_message_id(raw),
             source: source.as_str(),
-            raw,
+            raw: raw.to_vec(),
             received_at_ms: now_ms(),
         };
-        let outcome = self.store.insert_message(&new).await?;
+        let (reply, answer) = oneshot::channel();
+        let closed = || {
+            IngestError::Store(StoreError::BatchFailed {
+                message: "the ingest writer has stopped".into(),
+                unavailable: true,
+            })
+        };
+        self.writer
+            .send(Box::new(Pending { message, reply }))
+            .await
+            .map_err(|_| closed())?;
+        let outcome = answer.await.map_err(|_| closed())??;
         let receipt = match outcome {
-            InsertOutcome::Stored(id) => {
-                self.wake.notify_one();
-                IngestReceipt {
-                    id,
-                    duplicate: false,
-                }
-            }
+            InsertOutcome::Stored(id) => IngestReceipt {
+                id,
+                duplicate: false,
+            },
             InsertOutcome::Duplicate(id) => IngestReceipt {
                 id,
                 duplicate: true,
@@ -95,6 +121,45 @@ impl IngestService {
         .increment(1);
         debug!(id = %receipt.id, duplicate = receipt.duplicate, size = raw.len(), "message ingested");
         Ok(receipt)
+    }
+}
+
+/// Drains the queue into transactions of up to [`MAX_GROUP`] messages.
+async fn group_commit_writer(
+    store: Store,
+    mut queue: mpsc::Receiver<Box<Pending>>,
+    wake: Arc<Notify>,
+) {
+    let mut batch: Vec<Box<Pending>> = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        let messages: Vec<&NewMessage> = batch.iter().map(|p| &p.message).collect();
+        let result = store.insert_messages(&messages).await;
+        drop(messages);
+        match result {
+            Ok(outcomes) => {
+                let stored = outcomes
+                    .iter()
+                    .any(|o| matches!(o, InsertOutcome::Stored(_)));
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+                if stored {
+                    wake.notify_one();
+                }
+            }
+            Err(e) => {
+                // The batch failed as a whole: no caller's message is at
+                // fault, so each is told the store is unavailable (503).
+                let message = e.to_string();
+                tracing::error!(error = %message, messages = batch.len(), "ingest transaction failed");
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(StoreError::BatchFailed {
+                        message: message.clone(),
+                        unavailable: true,
+                    }));
+                }
+            }
+        }
     }
 }
 

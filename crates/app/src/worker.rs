@@ -178,15 +178,19 @@ impl Worker {
 
     async fn execute(&self, jobs: Vec<LeasedJob>) -> Result<(), mailroom_store::StoreError> {
         let mut completed = Vec::with_capacity(jobs.len());
+        let mut raws: std::collections::HashMap<_, _> = self
+            .store
+            .leased_raw_messages(&jobs[0].lease_token)
+            .await?
+            .into_iter()
+            .collect();
         for job in jobs {
-            let raw = match self.store.raw_message(&job.message_id).await? {
-                Some(raw) => Arc::new(raw),
-                None => {
-                    // Deleted after it was leased: the job row went with it.
-                    tracing::debug!(message_id = %job.message_id, "leased message was deleted; skipping");
-                    continue;
-                }
+            let Some(raw) = raws.remove(&job.message_id) else {
+                // Deleted after it was leased: the job row went with it.
+                tracing::debug!(message_id = %job.message_id, "leased message was deleted; skipping");
+                continue;
             };
+            let raw = Arc::new(raw);
             let mut ctx = StageContext {
                 message_id: job.message_id.clone(),
                 attempt: job.attempts,
@@ -291,6 +295,9 @@ async fn housekeeping(store: Store, config: WorkerConfig, stop: CancellationToke
             ),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "lease reaping failed"),
+        }
+        if let Err(e) = store.checkpoint().await {
+            warn!(error = %e, "database checkpoint failed");
         }
         if let Ok(stats) = store.queue_stats(now).await {
             metrics::gauge!(names::QUEUE_DEPTH).set(stats.depth as f64);

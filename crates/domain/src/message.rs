@@ -36,6 +36,7 @@ pub struct MessageView {
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
     /// Plain text body; converted from HTML when the message has no text part.
+    #[serde(default)]
     pub text_body: String,
     /// True when `text_body` was derived from an HTML part.
     pub text_from_html: bool,

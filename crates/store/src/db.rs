@@ -95,13 +95,16 @@ impl Store {
         match backend {
             Backend::Sqlite => {
                 let url = sqlite_url(&options.url)?;
-                let write = sqlite_pool(&url, 1, options.acquire_timeout).await?;
-                let read = sqlite_pool(
-                    &url,
-                    options.max_connections.max(2),
-                    options.acquire_timeout,
-                )
-                .await?;
+                // One writer (SQLite admits one at a time); readers are
+                // in-process CPU work, so a handful is all that helps.
+                let write = sqlite_pool(&url, 1, 16_000, options.acquire_timeout).await?;
+                // Checkpoints leave the commit path: the writer never copies
+                // WAL pages itself; `checkpoint()` does it from a reader.
+                sqlx::query("PRAGMA wal_autocheckpoint = 0")
+                    .execute(&write)
+                    .await?;
+                let readers = options.max_connections.clamp(2, 8);
+                let read = sqlite_pool(&url, readers, 4_000, options.acquire_timeout).await?;
                 Ok(Self {
                     backend,
                     write,
@@ -187,6 +190,26 @@ impl Store {
         }
     }
 
+    /// Copies committed WAL pages into the SQLite database file without
+    /// blocking the writer (PASSIVE), and truncates the WAL when it can.
+    /// Call about once a second; a no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            let (busy, wal_pages, _moved): (i64, i64, i64) =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&self.read)
+                    .await?;
+            // A large WAL that was fully copied is reset so it does not keep
+            // the disk space of the last burst.
+            if busy == 0 && wal_pages > 16_384 {
+                let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_all(&self.read)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
@@ -227,9 +250,11 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
+/// `cache_kib` is SQLite's page cache per connection.
 async fn sqlite_pool(
     url: &str,
     max: u32,
+    cache_kib: u32,
     acquire_timeout: Duration,
 ) -> Result<AnyPool, StoreError> {
     let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
@@ -237,18 +262,18 @@ async fn sqlite_pool(
         .max_connections(max)
         .min_connections(1)
         .acquire_timeout(acquire_timeout)
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 // WAL lets readers proceed while the writer commits; NORMAL
                 // sync in WAL mode keeps every committed transaction across a
                 // process crash (the WAL is written before COMMIT returns) and
                 // fsyncs at checkpoints. busy_timeout covers the rare
                 // checkpoint contention between the two pools.
-                conn.execute(
+                let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
-                )
-                .await?;
+                     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib};"
+                );
+                conn.execute(pragmas.as_str()).await?;
                 Ok(())
             })
         })

@@ -15,6 +15,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A group-committed batch failed; every member gets this copy.
+    #[error("database error: {message}")]
+    BatchFailed { message: String, unavailable: bool },
 }
 
 impl StoreError {
@@ -25,7 +28,10 @@ impl StoreError {
             self,
             StoreError::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-            )
+            ) | StoreError::BatchFailed {
+                unavailable: true,
+                ..
+            }
         )
     }
 }

@@ -96,21 +96,15 @@ impl Store {
              WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) OR (state = 'leased' AND lease_until <= $3) \
              ORDER BY run_at, id LIMIT $4{lock}) RETURNING id, message_id, attempts"
         );
-        let mut tx = self.write.begin().await?;
+        // One autocommit statement: the jobs_leased trigger marks the
+        // messages as processing within it.
         let rows = sqlx::query(&sql)
             .bind(token)
             .bind(now_ms + lease_ms)
             .bind(now_ms)
             .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.write)
             .await?;
-        if !rows.is_empty() {
-            sqlx::query("UPDATE messages SET status = 'processing' WHERE id IN (SELECT message_id FROM jobs WHERE lease_token = $1)")
-                .bind(token)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
         let mut jobs = rows
             .iter()
             .map(|r| {
@@ -161,43 +155,71 @@ impl Store {
     /// returned flags say which were recorded.
     pub async fn complete_jobs(&self, done: &[CompletedJob]) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.write.begin().await?;
-        let mut recorded = Vec::with_capacity(done.len());
-        for item in done {
-            if !release_lease(&mut tx, &item.job, None).await? {
-                recorded.push(false);
-                continue;
+        // Fence: only jobs still leased under their token are ours to finish.
+        let mut still_ours = std::collections::HashSet::new();
+        let mut tokens: Vec<&str> = done.iter().map(|d| d.job.lease_token.as_str()).collect();
+        tokens.dedup();
+        for token in tokens {
+            let ids: Vec<i64> = done
+                .iter()
+                .filter(|d| d.job.lease_token == token)
+                .map(|d| d.job.job_id)
+                .collect();
+            let sql = format!(
+                "DELETE FROM jobs WHERE lease_token = $1 AND state = 'leased' AND id IN ({}) RETURNING id",
+                placeholders(2, ids.len())
+            );
+            let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(token);
+            for id in &ids {
+                query = query.bind(*id);
             }
-            let view_json = serde_json::to_string(&item.view)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let from_addr = item
-                .view
-                .from
-                .as_ref()
-                .and_then(|a| a.address.as_deref())
-                .map(str::to_lowercase);
-            let search_text = format!(
-                "{}\n{}",
-                item.view.subject.as_deref().unwrap_or_default(),
-                item.view.text_body
-            )
-            .to_lowercase();
-            sqlx::query(
-                "UPDATE messages SET status = 'processed', processed_at = $1, processing_ms = $2, from_addr = $3, \
-                 subject = $4, date_unix = $5, search_text = $6, view_json = $7 WHERE id = $8",
-            )
-            .bind(item.finished_at_ms)
-            .bind(item.processing_ms)
-            .bind(from_addr)
-            .bind(item.view.subject.as_deref())
-            .bind(item.view.date_unix)
-            .bind(search_text)
-            .bind(view_json)
-            .bind(item.job.message_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-            insert_steps(&mut tx, &item.job.message_id, &item.steps).await?;
-            recorded.push(true);
+            still_ours.extend(query.fetch_all(&mut *tx).await?);
         }
+        let ours: Vec<&CompletedJob> = done
+            .iter()
+            .filter(|d| still_ours.contains(&d.job.job_id))
+            .collect();
+        let recorded = done
+            .iter()
+            .map(|d| still_ours.contains(&d.job.job_id))
+            .collect();
+        // One UPDATE ... FROM (VALUES ...) per chunk; both engines name the
+        // VALUES columns column1, column2, ...
+        for chunk in ours.chunks(UPDATE_ROWS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+                .collect();
+            let sql = format!(
+                "UPDATE messages SET status = 'processed', processed_at = v.column2, processing_ms = v.column3, \
+                 from_addr = v.column4, subject = v.column5, date_unix = v.column6, text_body = v.column7, view_json = v.column8 \
+                 FROM (VALUES {}) AS v WHERE messages.id = v.column1",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for item in chunk {
+                query = query
+                    .bind(item.job.message_id.as_str())
+                    .bind(item.finished_at_ms)
+                    .bind(item.processing_ms)
+                    .bind(
+                        item.view
+                            .from
+                            .as_ref()
+                            .and_then(|a| a.address.as_deref())
+                            .map(str::to_lowercase),
+                    )
+                    .bind(item.view.subject.as_deref())
+                    .bind(item.view.date_unix)
+                    .bind(item.view.text_body.as_str())
+                    .bind(view_json_without_body(&item.view)?);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let steps: Vec<_> = ours
+            .iter()
+            .flat_map(|item| item.steps.iter().map(|s| (&item.job.message_id, s)))
+            .collect();
+        insert_steps(&mut tx, &steps).await?;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -220,7 +242,12 @@ impl Store {
             .bind(failed.job.message_id.as_str())
             .execute(&mut *tx)
             .await?;
-        insert_steps(&mut tx, &failed.job.message_id, &failed.steps).await?;
+        let steps: Vec<_> = failed
+            .steps
+            .iter()
+            .map(|s| (&failed.job.message_id, s))
+            .collect();
+        insert_steps(&mut tx, &steps).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -347,30 +374,60 @@ async fn release_lease(
     Ok(affected == 1)
 }
 
+/// The parsed view as stored: everything but the text body, which has its
+/// own column so it is written once and searchable.
+fn view_json_without_body(view: &MessageView) -> Result<String, StoreError> {
+    let mut value = serde_json::to_value(view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("text_body");
+    }
+    serde_json::to_string(&value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Messages per batched completion UPDATE (8 parameters each).
+const UPDATE_ROWS_PER_STATEMENT: usize = 200;
+
+/// Rows per multi-row INSERT: 7 parameters each stays far below SQLite's
+/// limit of 32,766 bound parameters.
+const STEP_ROWS_PER_INSERT: usize = 500;
+
 async fn insert_steps(
     tx: &mut Transaction<'static, Any>,
-    message_id: &MessageId,
-    steps: &[ProcessingStep],
+    steps: &[(&MessageId, &ProcessingStep)],
 ) -> Result<(), StoreError> {
-    for step in steps {
-        sqlx::query(
-            "INSERT INTO processing_steps (message_id, stage, attempt, outcome, started_at, duration_ms, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(message_id.as_str())
-        .bind(step.stage.as_str())
-        .bind(i64::from(step.attempt))
-        .bind(match step.outcome {
-            StepOutcome::Ok => "ok",
-            StepOutcome::Error => "error",
-        })
-        .bind(step.started_at_ms)
-        .bind(step.duration_ms)
-        .bind(step.error.as_deref())
-        .execute(&mut **tx)
-        .await?;
+    for chunk in steps.chunks(STEP_ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(1 + i * 7, 7)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO processing_steps (message_id, stage, attempt, outcome, started_at, duration_ms, error) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (message_id, step) in chunk {
+            query = query
+                .bind(message_id.as_str())
+                .bind(step.stage.as_str())
+                .bind(i64::from(step.attempt))
+                .bind(match step.outcome {
+                    StepOutcome::Ok => "ok",
+                    StepOutcome::Error => "error",
+                })
+                .bind(step.started_at_ms)
+                .bind(step.duration_ms)
+                .bind(step.error.as_deref());
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// `$first, $first+1, ...` — `count` numbered placeholders.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn job_from_row(r: &AnyRow) -> Result<JobInfo, StoreError> {

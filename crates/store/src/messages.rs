@@ -1,16 +1,16 @@
 use mailroom_domain::{MessageId, MessageStatus, MessageView, ProcessingStep, StepOutcome};
 use sqlx::{any::AnyRow, Row};
 
-use crate::{Store, StoreError};
+use crate::{jobs::placeholders, Store, StoreError};
 
 /// A message about to be stored by ingest.
 #[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
+pub struct NewMessage {
     pub id: MessageId,
-    pub content_hash: &'a str,
-    pub header_message_id: Option<&'a str>,
-    pub source: &'a str,
-    pub raw: &'a [u8],
+    pub content_hash: String,
+    pub header_message_id: Option<String>,
+    pub source: &'static str,
+    pub raw: Vec<u8>,
     pub received_at_ms: i64,
 }
 
@@ -75,6 +75,11 @@ pub struct MessagePage {
     pub next: Option<MessageId>,
 }
 
+/// Rows per multi-row INSERT: 7 parameters a row stays far below SQLite's
+/// limit of 32,766 bound parameters and keeps one statement under ~2 MB of
+/// 10 KB messages.
+const INSERT_ROWS_PER_STATEMENT: usize = 200;
+
 const SUMMARY_COLUMNS: &str =
     "id, status, source, size_bytes, received_at, processed_at, from_addr, subject, header_message_id";
 
@@ -82,44 +87,134 @@ impl Store {
     /// Stores a message and queues its processing job in one transaction;
     /// content already stored (same bytes, hence same Message-ID) is reported
     /// as a duplicate and nothing is written.
-    pub async fn insert_message(&self, new: &NewMessage<'_>) -> Result<InsertOutcome, StoreError> {
+    pub async fn insert_message(&self, new: &NewMessage) -> Result<InsertOutcome, StoreError> {
+        let mut outcomes = self.insert_messages(&[new]).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("insert returned no outcome".into()))
+    }
+
+    /// Stores several messages with their jobs in one transaction (group
+    /// commit): all are durable when this returns Ok, none when it fails.
+    /// A duplicate inside the batch resolves to the first copy's id.
+    pub async fn insert_messages(
+        &self,
+        batch: &[&NewMessage],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut tx = self.write.begin().await?;
-        let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO messages (id, content_hash, header_message_id, source, size_bytes, status, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (content_hash) DO NOTHING RETURNING id",
-        )
-        .bind(new.id.as_str())
-        .bind(new.content_hash)
-        .bind(new.header_message_id)
-        .bind(new.source)
-        .bind(new.raw.len() as i64)
-        .bind(MessageStatus::Queued.as_str())
-        .bind(new.received_at_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if inserted.is_none() {
-            let existing: String =
-                sqlx::query_scalar("SELECT id FROM messages WHERE content_hash = $1")
-                    .bind(new.content_hash)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            tx.rollback().await?;
-            return Ok(InsertOutcome::Duplicate(parse_id(&existing)?));
+        let mut inserted = std::collections::HashSet::new();
+        // Multi-row statements: a handful of round trips per batch, whatever
+        // its size. ON CONFLICT DO NOTHING also settles duplicates inside the
+        // batch (the first copy wins).
+        for chunk in batch.chunks(INSERT_ROWS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + i * 7, 7)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO messages (id, content_hash, header_message_id, source, size_bytes, status, received_at) \
+                 VALUES {} ON CONFLICT (content_hash) DO NOTHING RETURNING id",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for new in chunk {
+                query = query
+                    .bind(new.id.as_str())
+                    .bind(new.content_hash.as_str())
+                    .bind(new.header_message_id.as_deref())
+                    .bind(new.source)
+                    .bind(new.raw.len() as i64)
+                    .bind(MessageStatus::Queued.as_str())
+                    .bind(new.received_at_ms);
+            }
+            inserted.extend(query.fetch_all(&mut *tx).await?);
         }
-        sqlx::query("INSERT INTO message_raw (message_id, raw) VALUES ($1, $2)")
-            .bind(new.id.as_str())
-            .bind(new.raw)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) VALUES ($1, 'queued', 0, $2, $2, $2)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.received_at_ms)
-        .execute(&mut *tx)
-        .await?;
+        let stored: Vec<&NewMessage> = batch
+            .iter()
+            .copied()
+            .filter(|m| inserted.contains(m.id.as_str()))
+            .collect();
+        for chunk in stored.chunks(INSERT_ROWS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + i * 2, 2)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO message_raw (message_id, raw) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for new in chunk {
+                query = query.bind(new.id.as_str()).bind(new.raw.as_slice());
+            }
+            query.execute(&mut *tx).await?;
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let (id, at) = (1 + i * 2, 2 + i * 2);
+                    format!("(${id}, 'queued', 0, ${at}, ${at}, ${at})")
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for new in chunk {
+                query = query.bind(new.id.as_str()).bind(new.received_at_ms);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        // Duplicates resolve to the id already stored under their hash.
+        let duplicates: Vec<&str> = batch
+            .iter()
+            .filter(|m| !inserted.contains(m.id.as_str()))
+            .map(|m| m.content_hash.as_str())
+            .collect();
+        let mut existing = std::collections::HashMap::new();
+        for chunk in duplicates.chunks(INSERT_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT content_hash, id FROM messages WHERE content_hash IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+            for hash in chunk {
+                query = query.bind(*hash);
+            }
+            existing.extend(query.fetch_all(&mut *tx).await?);
+        }
         tx.commit().await?;
-        Ok(InsertOutcome::Stored(new.id.clone()))
+        batch
+            .iter()
+            .map(|m| {
+                if inserted.contains(m.id.as_str()) {
+                    Ok(InsertOutcome::Stored(m.id.clone()))
+                } else {
+                    let id = existing.get(&m.content_hash).ok_or_else(|| {
+                        StoreError::Corrupt(format!("no row for content hash {}", m.content_hash))
+                    })?;
+                    Ok(InsertOutcome::Duplicate(parse_id(id)?))
+                }
+            })
+            .collect()
+    }
+
+    /// Raw bytes of every message leased under `token`, read in one query.
+    pub async fn leased_raw_messages(
+        &self,
+        token: &str,
+    ) -> Result<Vec<(MessageId, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.message_id, r.raw FROM message_raw r JOIN jobs j ON j.message_id = r.message_id WHERE j.lease_token = $1",
+        )
+        .bind(token)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_id(&r.try_get::<String, _>("message_id")?)?,
+                    r.try_get::<Vec<u8>, _>("raw")?,
+                ))
+            })
+            .collect()
     }
 
     /// Raw bytes of a message, as received.
@@ -135,18 +230,23 @@ impl Store {
     /// The parsed view, status and full history of one message.
     pub async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {SUMMARY_COLUMNS}, content_hash, processing_ms, view_json FROM messages WHERE id = $1"
+            "SELECT {SUMMARY_COLUMNS}, content_hash, processing_ms, view_json, text_body FROM messages WHERE id = $1"
         ))
         .bind(id.as_str())
         .fetch_optional(&self.read)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let summary = summary_from_row(&row)?;
+        // The body is stored once, in its own (searchable) column.
         let view = match row.try_get::<Option<String>, _>("view_json")? {
-            Some(json) => Some(
-                serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?,
-            ),
+            Some(json) => {
+                let mut view: MessageView = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?;
+                view.text_body = row
+                    .try_get::<Option<String>, _>("text_body")?
+                    .unwrap_or_default();
+                Some(view)
+            }
             None => None,
         };
         let history = self.history(id).await?;
@@ -216,11 +316,16 @@ impl Store {
             push(" AND received_at < ?", Arg::Int(until), &mut sql);
         }
         if let Some(q) = &filter.q {
-            push(
-                " AND search_text LIKE ? ESCAPE '\\'",
-                Arg::Text(like_pattern(q)),
-                &mut sql,
-            );
+            // SQLite's LIKE ignores ASCII case by itself; PostgreSQL needs ILIKE.
+            let clause = match self.backend {
+                crate::Backend::Sqlite => {
+                    " AND (subject LIKE ? ESCAPE '\\' OR text_body LIKE ? ESCAPE '\\')"
+                }
+                crate::Backend::Postgres => {
+                    " AND (subject ILIKE ? ESCAPE '\\' OR text_body ILIKE ? ESCAPE '\\')"
+                }
+            };
+            push(clause, Arg::Text(like_pattern(q)), &mut sql);
         }
         if let Some(before) = &filter.before {
             push(" AND id < ?", Arg::Text(before.as_str().into()), &mut sql);

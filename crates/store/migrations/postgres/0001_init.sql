@@ -12,7 +12,7 @@ CREATE TABLE messages (
     from_addr     TEXT,
     subject       TEXT,
     date_unix     BIGINT,
-    search_text   TEXT,
+    text_body     TEXT,
     view_json     TEXT
 );
 CREATE INDEX messages_status_idx ON messages (status, id);
