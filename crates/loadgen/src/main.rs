@@ -157,7 +157,7 @@ fn message(n: usize, size: usize) -> Vec<u8> {
             i = i
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            m.push_str(WORDS[(i >> 60) as usize]);
+            m.push_str(WORDS[i >> 60]);
             m.push(' ');
         }
         m.push_str("\r\n");
