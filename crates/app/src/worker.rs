@@ -41,7 +41,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             workers: 2,
-            batch_size: 16,
+            batch_size: 32,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             retry: RetryPolicy::default(),

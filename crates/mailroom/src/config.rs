@@ -103,8 +103,8 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "queue.batch_size",
         aliases: &[],
-        default: Some("16"),
-        help: "jobs a worker leases at once",
+        default: Some("32"),
+        help: "jobs a worker leases at once; keep batch_size x slowest stage time well under the lease",
     },
     Key {
         name: "queue.poll_interval_ms",

@@ -12,6 +12,7 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mailroom_app::{IngestError, IngestService, Source};
+use tokio::task::JoinSet;
 use walkdir::WalkDir;
 
 /// Files that live inside mail folders but are not messages (Dovecot and
@@ -163,28 +164,31 @@ pub async fn import(ingest: &IngestService, paths: &[PathBuf], quiet: bool) -> I
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let mut submitter = Submitter {
+        ingest: ingest.clone(),
+        inflight: JoinSet::new(),
+        summary,
+        bar,
+        started,
+    };
     for input in inputs {
         match input {
             Input::Eml(path) => {
                 let location = path.display().to_string();
                 match fs::read(&path) {
-                    Ok(raw) => {
-                        bar.inc(raw.len() as u64);
-                        summary.bytes += raw.len() as u64;
-                        record(
-                            ingest.ingest(&raw, Source::Import).await,
-                            location,
-                            &mut summary,
-                        );
-                    }
-                    Err(e) => summary.reject(format!("unreadable: {e}"), location),
+                    Ok(raw) => submitter.submit(raw, location).await,
+                    Err(e) => submitter
+                        .summary
+                        .reject(format!("unreadable: {e}"), location),
                 }
             }
             Input::Mbox(path) => {
                 let file = match fs::File::open(&path) {
                     Ok(f) => f,
                     Err(e) => {
-                        summary.reject(format!("unreadable: {e}"), path.display().to_string());
+                        submitter
+                            .summary
+                            .reject(format!("unreadable: {e}"), path.display().to_string());
                         continue;
                     }
                 };
@@ -194,36 +198,76 @@ pub async fn import(ingest: &IngestService, paths: &[PathBuf], quiet: bool) -> I
                 {
                     let location = format!("{} (message {})", path.display(), n + 1);
                     match message {
-                        Ok(m) => {
-                            let raw = m.unwrap_contents();
-                            bar.inc(raw.len() as u64);
-                            summary.bytes += raw.len() as u64;
-                            record(
-                                ingest.ingest(&raw, Source::Import).await,
-                                location,
-                                &mut summary,
-                            );
-                        }
+                        Ok(m) => submitter.submit(m.unwrap_contents(), location).await,
                         Err(_) => {
-                            summary.reject("unreadable mbox entry".into(), location);
+                            submitter
+                                .summary
+                                .reject("unreadable mbox entry".into(), location);
                             break;
                         }
                     }
                 }
             }
         }
-        let done = summary.imported + summary.duplicates + summary.rejected_total();
-        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-        bar.set_message(format!(
+    }
+    submitter.finish().await
+}
+
+/// Messages in flight at once: enough for the ingest writer to commit them
+/// in groups, few enough to bound memory (64 x the message size limit).
+const IMPORT_IN_FLIGHT: usize = 64;
+
+type Outcome = (String, Result<mailroom_app::IngestReceipt, IngestError>);
+
+/// Feeds messages to the ingest service with bounded concurrency and keeps
+/// the summary and progress bar current.
+struct Submitter {
+    ingest: IngestService,
+    inflight: JoinSet<Outcome>,
+    summary: ImportSummary,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl Submitter {
+    async fn submit(&mut self, raw: Vec<u8>, location: String) {
+        while self.inflight.len() >= IMPORT_IN_FLIGHT {
+            self.collect_one().await;
+        }
+        self.bar.inc(raw.len() as u64);
+        self.summary.bytes += raw.len() as u64;
+        let ingest = self.ingest.clone();
+        self.inflight
+            .spawn(async move { (location, ingest.ingest(&raw, Source::Import).await) });
+    }
+
+    async fn collect_one(&mut self) {
+        match self.inflight.join_next().await {
+            Some(Ok((location, result))) => record(result, location, &mut self.summary),
+            Some(Err(e)) => self
+                .summary
+                .reject(format!("import task failed: {e}"), String::new()),
+            None => return,
+        }
+        let s = &self.summary;
+        let done = s.imported + s.duplicates + s.rejected_total();
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        self.bar.set_message(format!(
             "{} new, {} dup, {} rejected, {rate:.0} msg/s",
-            summary.imported,
-            summary.duplicates,
-            summary.rejected_total()
+            s.imported,
+            s.duplicates,
+            s.rejected_total()
         ));
     }
-    bar.finish_and_clear();
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary
+
+    async fn finish(mut self) -> ImportSummary {
+        while !self.inflight.is_empty() {
+            self.collect_one().await;
+        }
+        self.bar.finish_and_clear();
+        self.summary.seconds = self.started.elapsed().as_secs_f64();
+        self.summary
+    }
 }
 
 fn record(

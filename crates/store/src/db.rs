@@ -1,4 +1,4 @@
-use std::{path::Path, str::FromStr, time::Duration, time::Instant};
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration, time::Instant};
 
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
@@ -6,7 +6,7 @@ use sqlx::{
     AnyPool, ConnectOptions, Executor,
 };
 
-use crate::StoreError;
+use crate::{gate::WriteGate, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -75,6 +75,8 @@ pub struct Store {
     pub(crate) backend: Backend,
     pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
+    /// Ingest before background writes at SQLite's single writer.
+    pub(crate) gate: Arc<WriteGate>,
 }
 
 /// Result of a health probe of the database.
@@ -109,6 +111,7 @@ impl Store {
                     backend,
                     write,
                     read,
+                    gate: Arc::new(WriteGate::new(true)),
                 })
             }
             Backend::Postgres => {
@@ -128,6 +131,7 @@ impl Store {
                     backend,
                     write,
                     read,
+                    gate: Arc::new(WriteGate::new(false)),
                 })
             }
         }

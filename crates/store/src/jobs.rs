@@ -98,6 +98,7 @@ impl Store {
         );
         // One autocommit statement: the jobs_leased trigger marks the
         // messages as processing within it.
+        let _turn = self.gate.background().await;
         let rows = sqlx::query(&sql)
             .bind(token)
             .bind(now_ms + lease_ms)
@@ -128,6 +129,7 @@ impl Store {
         max_attempts: u32,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
+        let _turn = self.gate.background().await;
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "UPDATE messages SET status = 'dead' WHERE id IN (SELECT message_id FROM jobs \
@@ -154,6 +156,7 @@ impl Store {
     /// lost meanwhile is skipped (its new holder will record it); the
     /// returned flags say which were recorded.
     pub async fn complete_jobs(&self, done: &[CompletedJob]) -> Result<Vec<bool>, StoreError> {
+        let _turn = self.gate.background().await;
         let mut tx = self.write.begin().await?;
         // Fence: only jobs still leased under their token are ours to finish.
         let mut still_ours = std::collections::HashSet::new();
@@ -227,6 +230,7 @@ impl Store {
     /// Records a failed run: the job is rescheduled, or dead when
     /// `retry_at_ms` is `None`. Returns false when the lease was lost.
     pub async fn fail_job(&self, failed: &FailedJob) -> Result<bool, StoreError> {
+        let _turn = self.gate.background().await;
         let mut tx = self.write.begin().await?;
         if !release_lease(&mut tx, &failed.job, Some(failed)).await? {
             tx.rollback().await?;
@@ -281,6 +285,7 @@ impl Store {
             }
             sql.push(')');
         }
+        let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         for a in &args {

@@ -13,6 +13,7 @@
 
 mod db;
 mod error;
+mod gate;
 mod jobs;
 mod messages;
 mod stats;

@@ -101,6 +101,7 @@ impl Store {
         &self,
         batch: &[&NewMessage],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
         let mut inserted = std::collections::HashSet::new();
         // Multi-row statements: a handful of round trips per batch, whatever
@@ -361,6 +362,7 @@ impl Store {
     /// Erases a message and everything derived from it (raw bytes, job,
     /// history). Returns false when there was no such message.
     pub async fn delete_message(&self, id: &MessageId) -> Result<bool, StoreError> {
+        let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
         for table in ["processing_steps", "jobs", "message_raw"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE message_id = $1"))

@@ -43,7 +43,12 @@ pub fn init_tracing(filter: &str, format: LogFormat) -> Result<(), TelemetryErro
     use tracing_subscriber::{fmt, EnvFilter};
     let filter =
         EnvFilter::try_new(filter).map_err(|_| TelemetryError::Filter(filter.to_string()))?;
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never into files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match format {
         LogFormat::Json => builder
             .json()
