@@ -7,6 +7,7 @@
 //! taken from one table.
 
 mod error;
+mod extract;
 mod json;
 mod metrics_layer;
 mod routes;

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
+    extract::ApiQuery,
     json::{parse_time_ms, rfc3339},
     ApiError, AppState,
 };
@@ -142,9 +143,8 @@ pub struct ListParams {
 /// `GET /api/v1/messages`: newest first, cursor-paginated.
 pub async fn list(
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let status = p
         .status
         .as_deref()

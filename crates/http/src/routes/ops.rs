@@ -2,7 +2,7 @@ use std::{sync::atomic::Ordering::Relaxed, time::Instant};
 
 use axum::{
     body::Bytes,
-    extract::{Query, State},
+    extract::State,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -13,7 +13,7 @@ use mailroom_store::RequeueFilter;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{json::rfc3339, ApiError, AppState};
+use crate::{extract::ApiQuery, json::rfc3339, ApiError, AppState};
 
 /// Queue age beyond which the queue is reported degraded.
 const QUEUE_AGE_DEGRADED_SECONDS: f64 = 300.0;
@@ -188,9 +188,8 @@ pub struct JobsParams {
 /// `GET /api/v1/jobs?state=dead`: jobs in one state (dead by default).
 pub async fn jobs(
     State(state): State<AppState>,
-    params: Result<Query<JobsParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<JobsParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let job_state = p
         .state
         .as_deref()

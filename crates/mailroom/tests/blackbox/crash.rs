@@ -41,20 +41,7 @@ backend_test!(
         let total = 40;
         let mut ids = Vec::new();
         for n in 0..total {
-            let response = client
-                .post(server.url("/api/v1/messages"))
-                .header("content-type", "message/rfc822")
-                .body(slow_email(n, 40))
-                .send()
-                .await
-                .expect("post");
-            assert_eq!(response.status(), 202);
-            ids.push(
-                response.json::<Value>().await.expect("json")["id"]
-                    .as_str()
-                    .expect("id")
-                    .to_string(),
-            );
+            ids.push(server.ingest(&client, slow_email(n, 40)).await);
         }
         // Kill it while work is half done.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -123,19 +110,7 @@ backend_test!(
         );
         let mut ids = Vec::new();
         for n in 0..2 {
-            let response = client
-                .post(server.url("/api/v1/messages"))
-                .body(slow_email(n, 400))
-                .send()
-                .await
-                .expect("post");
-            assert_eq!(response.status(), 202);
-            ids.push(
-                response.json::<Value>().await.expect("json")["id"]
-                    .as_str()
-                    .expect("id")
-                    .to_string(),
-            );
+            ids.push(server.ingest(&client, slow_email(n, 400)).await);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while json_at(&client, server.url("/health/detailed")).await["components"]["workers"]

@@ -311,6 +311,20 @@ impl ServerProcess {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Posts a raw message, expects 202 and returns the new id.
+    pub async fn ingest(&self, client: &reqwest::Client, raw: String) -> String {
+        let response = client
+            .post(self.url("/api/v1/messages"))
+            .header("content-type", "message/rfc822")
+            .body(raw)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_string()
+    }
+
     /// Sends a signal by name (TERM, KILL, INT).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
