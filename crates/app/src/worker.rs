@@ -218,7 +218,16 @@ impl Worker {
         if completed.is_empty() {
             return Ok(());
         }
-        let recorded = self.store.complete_jobs(&completed).await?;
+        let recorded = match self.store.complete_jobs(&completed).await {
+            Ok(recorded) => recorded,
+            Err(e) if completed.len() > 1 && !e.is_unavailable() => {
+                // One unstorable result must not sink the whole batch: record
+                // them one by one and fail only the ones that cannot be stored.
+                warn!(error = %e, jobs = completed.len(), "recording the batch failed; recording one by one");
+                self.complete_individually(&completed).await?
+            }
+            Err(e) => return Err(e),
+        };
         for (item, ok) in completed.iter().zip(recorded) {
             if ok {
                 self.state.processed.fetch_add(1, Ordering::Relaxed);
@@ -229,6 +238,30 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    async fn complete_individually(
+        &self,
+        completed: &[CompletedJob],
+    ) -> Result<Vec<bool>, mailroom_store::StoreError> {
+        let mut recorded = Vec::with_capacity(completed.len());
+        for item in completed {
+            match self.store.complete_jobs(std::slice::from_ref(item)).await {
+                Ok(flags) => recorded.push(flags.first().copied().unwrap_or(false)),
+                Err(e) if e.is_unavailable() => return Err(e),
+                Err(e) => {
+                    self.record_failure(
+                        item.job.clone(),
+                        item.steps.clone(),
+                        "store",
+                        format!("the result could not be stored: {e}"),
+                    )
+                    .await?;
+                    recorded.push(false);
+                }
+            }
+        }
+        Ok(recorded)
     }
 
     async fn record_failure(

@@ -63,7 +63,7 @@ pub fn parse_view(raw: &[u8]) -> MessageView {
     }
 
     let date = message.date().filter(|d| d.is_valid());
-    MessageView {
+    let mut view = MessageView {
         from: message.from().and_then(|a| addresses(a).into_iter().next()),
         to: message.to().map(addresses).unwrap_or_default(),
         cc: message.cc().map(addresses).unwrap_or_default(),
@@ -79,6 +79,44 @@ pub fn parse_view(raw: &[u8]) -> MessageView {
         attachments,
         links,
         warnings,
+    };
+    scrub_nul(&mut view);
+    view
+}
+
+/// NUL is never meaningful in text, and PostgreSQL's `text` refuses it: a
+/// stray `\0` must not make a message unstorable.
+fn scrub_nul(view: &mut MessageView) {
+    fn scrub(s: &mut String) {
+        if s.contains('\0') {
+            s.retain(|c| c != '\0');
+        }
+    }
+    let addresses = view
+        .from
+        .iter_mut()
+        .chain(&mut view.to)
+        .chain(&mut view.cc)
+        .chain(&mut view.reply_to);
+    for a in addresses {
+        a.name
+            .iter_mut()
+            .chain(a.address.iter_mut())
+            .for_each(scrub);
+    }
+    view.subject
+        .iter_mut()
+        .chain(view.message_id.iter_mut())
+        .for_each(scrub);
+    view.in_reply_to
+        .iter_mut()
+        .chain(&mut view.references)
+        .chain(&mut view.links)
+        .for_each(scrub);
+    scrub(&mut view.text_body);
+    for a in &mut view.attachments {
+        a.name.iter_mut().for_each(scrub);
+        scrub(&mut a.content_type);
     }
 }
 
@@ -193,6 +231,15 @@ JVBERi0xLjQK\r\n\
         assert_eq!(v.attachments[0].content_type, "application/pdf");
         assert_eq!(v.attachments[0].size, 9);
         assert_eq!(v.links, vec!["https://pay.example.com/x"]);
+    }
+
+    #[test]
+    fn strips_nul_characters() {
+        let v = parse_view(b"From: a\0b <x\0@y.z>\r\nSubject: s\0t\r\n\r\nbo\0dy\r\n");
+        let json = format!("{v:?}");
+        assert!(!json.contains('\0'), "{json}");
+        assert_eq!(v.subject.as_deref(), Some("st"));
+        assert!(v.text_body.starts_with("body"));
     }
 
     #[test]

@@ -98,12 +98,15 @@ backend_test!(broken_but_recognisable_mail_is_processed, |db| async move {
         );
     }
 
+    let nul_bytes =
+        b"From: nul\0@example.com\r\nSubject: a\0b\r\n\r\nbody with \0 NUL bytes \0\r\n".to_vec();
     let mut ids = Vec::new();
     for raw in [
         truncated.as_bytes().to_vec(),
         invalid_utf8,
         many_parts,
         deep,
+        nul_bytes,
     ] {
         ids.push(app.ingest(raw).await);
     }
@@ -116,6 +119,14 @@ backend_test!(broken_but_recognisable_mail_is_processed, |db| async move {
         .as_str()
         .unwrap_or_default()
         .contains("stops here"));
+    let nul = app.message(&ids[4]).await;
+    assert!(
+        nul["parsed"]["text_body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("NUL bytes"),
+        "{nul}"
+    );
     let many = app.message(&ids[2]).await;
     assert_eq!(
         many["parsed"]["attachments"].as_array().map(Vec::len),

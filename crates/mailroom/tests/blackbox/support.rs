@@ -79,7 +79,7 @@ impl TestDb {
                 // Databases left by earlier runs that panicked.
                 let mut conn = admin(&admin_url).await;
                 let stale: Vec<String> = sqlx::query_scalar(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'mrt\\_%'",
+                    "SELECT datname::text FROM pg_database WHERE datname LIKE 'mrt\\_%'",
                 )
                 .fetch_all(&mut conn)
                 .await
