@@ -539,6 +539,22 @@ mod tests {
     }
 
     #[test]
+    fn seed_manual_log_levels_are_understood() {
+        let c = Layers::load(None, &env_of(&[("LOG_LEVEL", "WARNING")]))
+            .resolve()
+            .expect("valid");
+        assert_eq!(c.log_level, "warn");
+        let c = Layers::load(None, &env_of(&[("LOG_LEVEL", "DEBUG")]))
+            .resolve()
+            .expect("valid");
+        assert_eq!(c.log_level, "debug");
+        let problems = Layers::load(None, &env_of(&[("LOG_LEVEL", "verbose")]))
+            .resolve()
+            .expect_err("invalid");
+        assert_eq!(problems[0].key, "log_level");
+    }
+
+    #[test]
     fn mailroom_name_beats_alias() {
         let c = Layers::load(
             None,
