@@ -272,10 +272,12 @@ async fn sqlite_pool(
                 // sync in WAL mode keeps every committed transaction across a
                 // process crash (the WAL is written before COMMIT returns) and
                 // fsyncs at checkpoints. busy_timeout covers the rare
-                // checkpoint contention between the two pools.
+                // checkpoint contention between the two pools. secure_delete
+                // zeroes freed content, so DELETE really erases a message
+                // from the database file (extra I/O only on freed pages).
                 let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib};"
+                     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON; PRAGMA cache_size = -{cache_kib};"
                 );
                 conn.execute(pragmas.as_str()).await?;
                 Ok(())

@@ -361,6 +361,10 @@ impl Store {
 
     /// Erases a message and everything derived from it (raw bytes, job,
     /// history). Returns false when there was no such message.
+    ///
+    /// On SQLite the freed pages are zeroed (`secure_delete`) and the WAL,
+    /// which still holds earlier images of those pages, is checkpointed and
+    /// truncated, so the content is gone from the files on disk too.
     pub async fn delete_message(&self, id: &MessageId) -> Result<bool, StoreError> {
         let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
@@ -376,6 +380,17 @@ impl Store {
             .await?
             .rows_affected();
         tx.commit().await?;
+        drop(_turn);
+        if deleted > 0 && self.backend == crate::Backend::Sqlite {
+            // Best effort: a reader holding an old snapshot can delay the
+            // truncation; the background checkpoint finishes it later.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_all(&self.write)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL truncation after delete failed");
+            }
+        }
         Ok(deleted > 0)
     }
 }

@@ -192,3 +192,39 @@ backend_test!(listing_filters_and_cursor_pagination, |db| async move {
     }
     app.stop().await;
 });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_erases_the_content_from_the_sqlite_files() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db).await;
+    let marker = format!("ERASE-ME-{}", uuid::Uuid::now_v7().simple());
+    let keep = app
+        .ingest(email(1, "keep@example.com", "keep", "an unrelated message"))
+        .await;
+    let id = app
+        .ingest(email(
+            2,
+            "gone@example.com",
+            &marker,
+            &format!("secret {marker} body"),
+        ))
+        .await;
+    app.wait_for_status(&keep, "processed").await;
+    app.wait_for_status(&id, "processed").await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/v1/messages/{id}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    app.stop().await;
+
+    let folder = db.dir().join("db");
+    for entry in std::fs::read_dir(&folder).expect("db folder") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read");
+        let found = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+        assert!(!found, "deleted content still in {}", path.display());
+    }
+}
