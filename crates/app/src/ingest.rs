@@ -198,7 +198,14 @@ fn mail_parser_id(head: &[u8]) -> Option<String> {
                 .trim_end_matches('>')
                 .trim()
                 .to_string();
-            return (!value.is_empty()).then(|| value.chars().take(998).collect());
+            // Control characters (NUL above all, which PostgreSQL's text
+            // refuses) never belong in an id; the label must always store.
+            let value: String = value
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(998)
+                .collect();
+            return (!value.is_empty()).then_some(value);
         }
     }
     None
@@ -219,6 +226,10 @@ mod tests {
             Some("z@y".into())
         );
         assert_eq!(header_message_id(b"Subject: none\n\n"), None);
+        assert_eq!(
+            header_message_id(b"Message-ID: <a\0b\x07c@d>\n\n"),
+            Some("abc@d".into())
+        );
         assert_eq!(header_message_id("Sübjéct: ü\n\n".as_bytes()), None);
     }
 }

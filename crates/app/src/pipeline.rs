@@ -86,6 +86,9 @@ impl Stage for FaultInjectionStage {
                     continue;
                 };
                 let value = value.trim();
+                if value == "panic" {
+                    panic!("injected panic (X-Mailroom-Fault: panic)");
+                }
                 if value == "fail" {
                     return Err(StageError(
                         "injected failure (X-Mailroom-Fault: fail)".into(),

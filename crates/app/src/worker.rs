@@ -157,7 +157,13 @@ impl Worker {
         let lease_ms = self.config.lease.as_millis() as i64;
         let jobs = self
             .store
-            .lease_jobs(&token, self.config.batch_size, now_ms(), lease_ms)
+            .lease_jobs(
+                &token,
+                self.config.batch_size,
+                now_ms(),
+                lease_ms,
+                self.config.retry.max_attempts,
+            )
             .await?;
         if jobs.is_empty() {
             return Ok(0);
@@ -191,13 +197,20 @@ impl Worker {
                 continue;
             };
             let raw = Arc::new(raw);
-            let mut ctx = StageContext {
+            let ctx = StageContext {
                 message_id: job.message_id.clone(),
                 attempt: job.attempts,
                 raw,
                 view: None,
             };
-            let run = self.pipeline.run(&mut ctx).await;
+            let run = match self.run_supervised(ctx).await {
+                Ok(run) => run,
+                Err(panic) => {
+                    self.record_failure(job, vec![panic.step], "pipeline", panic.message)
+                        .await?;
+                    continue;
+                }
+            };
             metrics::histogram!(names::EMAIL_PROCESSING_SECONDS).record(run.elapsed_ms / 1000.0);
             match (run.error, run.view) {
                 (None, Some(view)) => completed.push(CompletedJob {
@@ -238,6 +251,43 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Runs the pipeline in its own task so a panicking stage fails this
+    /// message (retried, then dead) instead of killing the worker.
+    async fn run_supervised(
+        &self,
+        mut ctx: StageContext,
+    ) -> Result<crate::pipeline::PipelineRun, StagePanic> {
+        let pipeline = self.pipeline.clone();
+        let attempt = ctx.attempt;
+        let started_at_ms = now_ms();
+        let started = std::time::Instant::now();
+        match tokio::spawn(async move { pipeline.run(&mut ctx).await }).await {
+            Ok(run) => Ok(run),
+            Err(join) => {
+                let message = if join.is_panic() {
+                    let payload = join.into_panic();
+                    let text = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    format!("a stage panicked: {text}")
+                } else {
+                    "the pipeline task was cancelled".to_string()
+                };
+                let step = mailroom_domain::ProcessingStep {
+                    stage: "pipeline".into(),
+                    attempt,
+                    outcome: mailroom_domain::StepOutcome::Error,
+                    started_at_ms,
+                    duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    error: Some(message.clone()),
+                };
+                Err(StagePanic { message, step })
+            }
+        }
     }
 
     async fn complete_individually(
@@ -305,6 +355,12 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// A pipeline run that ended in a panic, as a failed history step.
+struct StagePanic {
+    message: String,
+    step: mailroom_domain::ProcessingStep,
 }
 
 /// Buries jobs whose lease expired on their last attempt, and refreshes the

@@ -137,6 +137,16 @@ impl Store {
         }
     }
 
+    /// Where reads that must see this process's latest commits go: the
+    /// PostgreSQL primary (never a lagging replica), or SQLite's readers
+    /// (same file, consistent as soon as the writer commits).
+    pub(crate) fn primary(&self) -> &AnyPool {
+        match self.backend {
+            Backend::Sqlite => &self.read,
+            Backend::Postgres => &self.write,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

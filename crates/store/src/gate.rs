@@ -6,7 +6,10 @@
 //! first: a background writer takes its turn only when no ingest is waiting.
 //! PostgreSQL has real write concurrency and runs ungated.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
 
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
@@ -33,6 +36,29 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// Counts an urgent writer as waiting for as long as it exists, so a
+/// waiter whose future is dropped (a client that disconnects) cannot leave
+/// the count raised and shut background writers out for good.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The longest a background writer steps aside for urgent ones; after that
+/// it queues with them in arrival order, so processing cannot starve under
+/// sustained ingest.
+const MAX_YIELD: Duration = Duration::from_millis(50);
+
 impl WriteGate {
     pub(crate) fn new(enabled: bool) -> Self {
         Self {
@@ -50,9 +76,9 @@ impl WriteGate {
                 urgent: true,
             };
         }
-        self.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting::new(&self.urgent_waiting);
         let guard = self.turn.lock().await;
-        self.urgent_waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(waiting);
         Turn {
             _guard: Some(guard),
             gate: self,
@@ -60,7 +86,7 @@ impl WriteGate {
         }
     }
 
-    /// A turn when no urgent writer is waiting.
+    /// A turn when no urgent writer is waiting, or after [`MAX_YIELD`].
     pub(crate) async fn background(&self) -> Turn<'_> {
         if !self.enabled {
             return Turn {
@@ -69,18 +95,16 @@ impl WriteGate {
                 urgent: false,
             };
         }
+        let started = Instant::now();
         loop {
-            while self.urgent_waiting.load(Ordering::SeqCst) > 0 {
+            while self.urgent_waiting.load(Ordering::SeqCst) > 0 && started.elapsed() < MAX_YIELD {
                 // The timeout covers a wake-up lost between the check and
                 // the registration; it bounds the wait, never correctness.
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_millis(5),
-                    self.urgent_done.notified(),
-                )
-                .await;
+                let _ = tokio::time::timeout(Duration::from_millis(5), self.urgent_done.notified())
+                    .await;
             }
             let guard = self.turn.lock().await;
-            if self.urgent_waiting.load(Ordering::SeqCst) == 0 {
+            if self.urgent_waiting.load(Ordering::SeqCst) == 0 || started.elapsed() >= MAX_YIELD {
                 return Turn {
                     _guard: Some(guard),
                     gate: self,
@@ -124,6 +148,51 @@ mod tests {
         urgent.await.expect("urgent");
         background.await.expect("background");
         assert_eq!(*order.lock().expect("lock"), vec!["urgent", "background"]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_urgent_waiter_does_not_block_background_writers() {
+        let gate = Arc::new(WriteGate::new(true));
+        let held = gate.background().await;
+        let waiter = {
+            let gate = Arc::clone(&gate);
+            tokio::spawn(async move {
+                let _turn = gate.urgent().await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waiter.abort();
+        let _ = waiter.await;
+        drop(held);
+        assert_eq!(gate.urgent_waiting.load(Ordering::SeqCst), 0);
+        tokio::time::timeout(Duration::from_millis(20), gate.background())
+            .await
+            .expect("background turn after the waiter left");
+    }
+
+    #[tokio::test]
+    async fn background_writers_get_a_turn_under_sustained_urgent_load() {
+        let gate = Arc::new(WriteGate::new(true));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut hammers = Vec::new();
+        for _ in 0..4 {
+            let (gate, stop) = (Arc::clone(&gate), Arc::clone(&stop));
+            hammers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let _turn = gate.urgent().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let got = tokio::time::timeout(Duration::from_secs(2), gate.background())
+            .await
+            .is_ok();
+        stop.store(true, Ordering::SeqCst);
+        for h in hammers {
+            let _ = h.await;
+        }
+        assert!(got, "background writer starved");
     }
 
     #[tokio::test]

@@ -76,7 +76,8 @@ const JOB_COLUMNS: &str =
     "id, message_id, state, attempts, run_at, lease_until, last_error, created_at, updated_at";
 
 impl Store {
-    /// Leases up to `limit` runnable jobs (due, or whose lease has expired)
+    /// Leases up to `limit` runnable jobs (due, or whose lease has expired
+    /// with attempts left; exhausted ones are for `bury_exhausted_leases`)
     /// under one token. On PostgreSQL concurrent leasers skip each other's
     /// rows (`FOR UPDATE SKIP LOCKED`); on SQLite the single writer makes
     /// the statement atomic by itself.
@@ -86,6 +87,7 @@ impl Store {
         limit: u32,
         now_ms: i64,
         lease_ms: i64,
+        max_attempts: u32,
     ) -> Result<Vec<LeasedJob>, StoreError> {
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -93,7 +95,7 @@ impl Store {
         };
         let sql = format!(
             "UPDATE jobs SET state = 'leased', lease_token = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) OR (state = 'leased' AND lease_until <= $3) \
+             WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) OR (state = 'leased' AND lease_until <= $3 AND attempts < $5) \
              ORDER BY run_at, id LIMIT $4{lock}) RETURNING id, message_id, attempts"
         );
         // One autocommit statement: the jobs_leased trigger marks the
@@ -104,6 +106,7 @@ impl Store {
             .bind(now_ms + lease_ms)
             .bind(now_ms)
             .bind(i64::from(limit))
+            .bind(i64::from(max_attempts))
             .fetch_all(&self.write)
             .await?;
         let mut jobs = rows
@@ -131,25 +134,19 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let _turn = self.gate.background().await;
         let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "UPDATE messages SET status = 'dead' WHERE id IN (SELECT message_id FROM jobs \
-             WHERE state = 'leased' AND lease_until <= $1 AND attempts >= $2)",
-        )
-        .bind(now_ms)
-        .bind(i64::from(max_attempts))
-        .execute(&mut *tx)
-        .await?;
-        let buried = sqlx::query(
+        // Jobs first, then messages: the order every other writer locks in.
+        let buried: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'dead', last_error = 'lease expired on the last attempt (worker crashed or stalled)', \
-             updated_at = $1, lease_token = NULL WHERE state = 'leased' AND lease_until <= $1 AND attempts >= $2",
+             updated_at = $1, lease_token = NULL WHERE state = 'leased' AND lease_until <= $1 AND attempts >= $2 \
+             RETURNING message_id",
         )
         .bind(now_ms)
         .bind(i64::from(max_attempts))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
+        set_message_status(&mut tx, &buried, MessageStatus::Dead).await?;
         tx.commit().await?;
-        Ok(buried)
+        Ok(buried.len() as u64)
     }
 
     /// Records successful runs in one transaction. A job whose lease was
@@ -258,6 +255,10 @@ impl Store {
 
     /// Makes failed (waiting) and dead jobs runnable now, resetting the
     /// attempt count of dead ones. Returns the messages re-queued.
+    ///
+    /// One set-based UPDATE picks and changes the jobs, so a worker that
+    /// leases or finishes a job meanwhile is never overwritten: only rows
+    /// still waiting or dead at that instant change.
     pub async fn requeue(
         &self,
         filter: &RequeueFilter,
@@ -268,44 +269,30 @@ impl Store {
         } else {
             filter.statuses.iter().map(|s| s.as_str()).collect()
         };
-        let mut sql = String::from(
-            "SELECT j.message_id FROM jobs j JOIN messages m ON m.id = j.message_id WHERE j.state IN ('queued', 'dead') AND m.status IN (",
+        let mut sql = format!(
+            "UPDATE jobs SET state = 'queued', run_at = $1, updated_at = $1, lease_token = NULL, lease_until = NULL, \
+             attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END \
+             WHERE state IN ('queued', 'dead') AND message_id IN (SELECT id FROM messages WHERE status IN ({}))",
+            placeholders(2, statuses.len())
         );
-        let mut args: Vec<String> = Vec::new();
-        for (i, s) in statuses.iter().enumerate() {
-            args.push((*s).to_string());
-            sql.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, args.len()));
-        }
-        sql.push(')');
         if !filter.message_ids.is_empty() {
-            sql.push_str(" AND j.message_id IN (");
-            for (i, id) in filter.message_ids.iter().enumerate() {
-                args.push(id.as_str().to_string());
-                sql.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, args.len()));
-            }
-            sql.push(')');
+            sql.push_str(&format!(
+                " AND message_id IN ({})",
+                placeholders(2 + statuses.len(), filter.message_ids.len())
+            ));
         }
+        sql.push_str(" RETURNING message_id");
         let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
-        let mut query = sqlx::query_scalar::<_, String>(&sql);
-        for a in &args {
-            query = query.bind(a.as_str());
+        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now_ms);
+        for status in &statuses {
+            query = query.bind(*status);
+        }
+        for id in &filter.message_ids {
+            query = query.bind(id.as_str());
         }
         let ids = query.fetch_all(&mut *tx).await?;
-        for id in &ids {
-            sqlx::query(
-                "UPDATE jobs SET state = 'queued', run_at = $1, updated_at = $1, \
-                 attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END WHERE message_id = $2",
-            )
-            .bind(now_ms)
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE messages SET status = 'queued' WHERE id = $1")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        set_message_status(&mut tx, &ids, MessageStatus::Queued).await?;
         tx.commit().await?;
         ids.iter().map(|id| parse_id(id)).collect()
     }
@@ -421,6 +408,26 @@ async fn insert_steps(
                 .bind(step.started_at_ms)
                 .bind(step.duration_ms)
                 .bind(step.error.as_deref());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Sets the status of the given messages, in chunks of bounded size.
+async fn set_message_status(
+    tx: &mut Transaction<'static, Any>,
+    ids: &[String],
+    status: MessageStatus,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(STEP_ROWS_PER_INSERT) {
+        let sql = format!(
+            "UPDATE messages SET status = $1 WHERE id IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(status.as_str());
+        for id in chunk {
+            query = query.bind(id.as_str());
         }
         query.execute(&mut **tx).await?;
     }

@@ -197,7 +197,8 @@ impl Store {
             .collect()
     }
 
-    /// Raw bytes of every message leased under `token`, read in one query.
+    /// Raw bytes of every message leased under `token`, read in one query
+    /// from the primary (a replica may not have the lease yet).
     pub async fn leased_raw_messages(
         &self,
         token: &str,
@@ -206,7 +207,7 @@ impl Store {
             "SELECT r.message_id, r.raw FROM message_raw r JOIN jobs j ON j.message_id = r.message_id WHERE j.lease_token = $1",
         )
         .bind(token)
-        .fetch_all(&self.read)
+        .fetch_all(self.primary())
         .await?;
         rows.iter()
             .map(|r| {

@@ -176,13 +176,12 @@ pub async fn list(
         .map(MessageId::parse)
         .transpose()
         .map_err(|e| ApiError::InvalidParameter(format!("cursor: {e}")))?;
-    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let filter = ListFilter {
         status,
-        from: non_empty(p.from),
+        from: search_text("from", p.from)?,
         since_ms: time("since", &p.since)?,
         until_ms: time("until", &p.until)?,
-        q: non_empty(p.q),
+        q: search_text("q", p.q)?,
         before,
         limit,
     };
@@ -260,6 +259,29 @@ pub async fn delete(
     } else {
         Err(not_found(&id))
     }
+}
+
+/// Longest `q` or `from` accepted: far beyond any real search, far below
+/// what makes a LIKE pattern expensive.
+const MAX_SEARCH_CHARS: usize = 1000;
+
+/// A text filter: blank means absent; control characters and absurd
+/// lengths are refused with a 400 rather than reaching the database.
+fn search_text(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::InvalidParameter(format!(
+            "{name}: control characters are not allowed"
+        )));
+    }
+    if value.chars().count() > MAX_SEARCH_CHARS {
+        return Err(ApiError::InvalidParameter(format!(
+            "{name}: at most {MAX_SEARCH_CHARS} characters"
+        )));
+    }
+    Ok(Some(value))
 }
 
 fn parse_id(raw: &str) -> Result<MessageId, ApiError> {

@@ -179,12 +179,17 @@ backend_test!(listing_filters_and_cursor_pagination, |db| async move {
         .await;
     assert_eq!(count(&window), 7);
 
+    let long_q = format!("q={}", "x".repeat(60_000));
     for bad in [
         "status=bogus",
         "limit=0",
         "limit=abc",
         "since=yesterday",
         "cursor=../../etc",
+        "q=%00",
+        "from=a%00b",
+        "q=%1b[31m",
+        long_q.as_str(),
     ] {
         let (status, body) = app.get_json(&format!("/api/v1/messages?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");

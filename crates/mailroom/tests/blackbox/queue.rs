@@ -145,3 +145,55 @@ backend_test!(deleting_a_queued_message_drops_its_job, |db| async move {
     assert_eq!(ps["current_queue_size"], 0);
     app.stop().await;
 });
+
+backend_test!(
+    a_panicking_stage_fails_its_message_and_spares_the_worker,
+    |db| async move {
+        let app = TestApp::spawn_with(&db, FAST_RETRIES).await;
+        let panicking = email(10, "boom@example.com", "boom", "body").replacen(
+            "\r\n",
+            "\r\nX-Mailroom-Fault: panic\r\n",
+            1,
+        );
+        let bad = app.ingest(panicking).await;
+        let good: Vec<String> = {
+            let mut ids = Vec::new();
+            for n in 0..5 {
+                ids.push(
+                    app.ingest(email(20 + n, "fine@example.com", "fine", "body"))
+                        .await,
+                );
+            }
+            ids
+        };
+        let dead = app.wait_for_status(&bad, "dead").await;
+        let errors: Vec<&Value> = dead["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .filter(|s| s["outcome"] == "error")
+            .collect();
+        assert_eq!(errors.len(), 3, "{dead}");
+        assert!(
+            errors[0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("panicked"),
+            "{dead}"
+        );
+        for id in &good {
+            app.wait_for_status(id, "processed").await;
+        }
+        let (_, detailed) = app.get_json("/health/detailed").await;
+        assert_eq!(
+            detailed["components"]["workers"]["running"], 2,
+            "every worker survived: {detailed}"
+        );
+        // And they keep working.
+        let after = app
+            .ingest(email(30, "after@example.com", "after", "body"))
+            .await;
+        app.wait_for_status(&after, "processed").await;
+        app.stop().await;
+    }
+);
