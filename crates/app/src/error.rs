@@ -8,6 +8,8 @@ pub enum IngestError {
     TooLarge { size: usize, limit: usize },
     #[error(transparent)]
     Rejected(#[from] IngestRejection),
+    #[error("the server is receiving too much mail at once; retry shortly")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

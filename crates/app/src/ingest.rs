@@ -1,9 +1,9 @@
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use mailroom_domain::MessageId;
 use mailroom_store::{InsertOutcome, NewMessage, Store, StoreError};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use crate::{clock::now_ms, IngestError};
@@ -58,39 +58,87 @@ impl std::fmt::Debug for Pending {
 #[derive(Debug, Clone)]
 pub struct IngestService {
     max_bytes: usize,
-    writer: mpsc::Sender<Box<Pending>>,
+    writer: mpsc::Sender<Pending>,
+    budget: Arc<Semaphore>,
+    budget_kib: usize,
 }
 
+/// Memory reserved for one message on its way in; released on drop.
+#[derive(Debug)]
+pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// How long a message may wait for room in the memory budget before the
+/// caller is told the server is busy.
+const RESERVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most bytes of raw mail written in one group commit (a single statement
+/// stays far below PostgreSQL's 1 GiB message limit).
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
 impl IngestService {
-    /// Starts the writer task on the current Tokio runtime.
-    pub fn new(store: Store, max_bytes: usize, wake: Arc<Notify>) -> Self {
+    /// Starts the writer task on the current Tokio runtime. `max_inflight_bytes`
+    /// bounds the memory of all messages being received at once.
+    pub fn new(
+        store: Store,
+        max_bytes: usize,
+        max_inflight_bytes: usize,
+        wake: Arc<Notify>,
+    ) -> Self {
         let (writer, queue) = mpsc::channel(MAX_GROUP * 4);
         tokio::spawn(group_commit_writer(store, queue, wake));
-        Self { max_bytes, writer }
+        let budget_kib = max_inflight_bytes.max(max_bytes).div_ceil(1024).max(1);
+        Self {
+            max_bytes,
+            writer,
+            budget: Arc::new(Semaphore::new(budget_kib)),
+            budget_kib,
+        }
     }
 
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
+    /// Reserves memory for a message of up to `bytes` before it is read:
+    /// every source holds a reservation while it buffers and ingests, so the
+    /// total is bounded however many senders there are. Waits for room (at
+    /// most 30 s, then [`IngestError::Busy`]).
+    pub async fn reserve(&self, bytes: usize) -> Result<Reservation, IngestError> {
+        let kib = bytes
+            .min(self.max_bytes)
+            .div_ceil(1024)
+            .clamp(1, self.budget_kib) as u32;
+        match tokio::time::timeout(
+            RESERVE_TIMEOUT,
+            Arc::clone(&self.budget).acquire_many_owned(kib),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(Reservation(permit)),
+            _ => Err(IngestError::Busy),
+        }
+    }
+
     /// Stores `raw` and queues its processing. Returns only after the
     /// transaction committed, so an acknowledged message is never lost.
-    pub async fn ingest(&self, raw: &[u8], source: Source) -> Result<IngestReceipt, IngestError> {
+    /// The caller holds a [`Reservation`] for `raw` until this returns.
+    pub async fn ingest(&self, raw: Vec<u8>, source: Source) -> Result<IngestReceipt, IngestError> {
         if raw.len() > self.max_bytes {
             return Err(IngestError::TooLarge {
                 size: raw.len(),
                 limit: self.max_bytes,
             });
         }
-        mailroom_mail::check_ingestible(raw)?;
+        mailroom_mail::check_ingestible(&raw)?;
         let message = NewMessage {
             id: MessageId::from_uuid(uuid::Uuid::now_v7()),
-            content_hash: hex::encode(Sha256::digest(raw)),
-            header_message_id: header_message_id(raw),
+            content_hash: hex::encode(Sha256::digest(&raw)),
+            header_message_id: header_message_id(&raw),
             source: source.as_str(),
-            raw: raw.to_vec(),
+            raw,
             received_at_ms: now_ms(),
         };
+        let size = message.raw.len();
         let (reply, answer) = oneshot::channel();
         let closed = || {
             IngestError::Store(StoreError::BatchFailed {
@@ -99,7 +147,7 @@ impl IngestService {
             })
         };
         self.writer
-            .send(Box::new(Pending { message, reply }))
+            .send(Pending { message, reply })
             .await
             .map_err(|_| closed())?;
         let outcome = answer.await.map_err(|_| closed())??;
@@ -119,45 +167,59 @@ impl IngestService {
             "outcome" => if receipt.duplicate { "duplicate" } else { "stored" }
         )
         .increment(1);
-        debug!(id = %receipt.id, duplicate = receipt.duplicate, size = raw.len(), "message ingested");
+        debug!(id = %receipt.id, duplicate = receipt.duplicate,
+            size,  "message ingested");
         Ok(receipt)
     }
 }
 
 /// Drains the queue into transactions of up to [`MAX_GROUP`] messages.
-async fn group_commit_writer(
-    store: Store,
-    mut queue: mpsc::Receiver<Box<Pending>>,
-    wake: Arc<Notify>,
-) {
-    let mut batch: Vec<Box<Pending>> = Vec::with_capacity(MAX_GROUP);
+async fn group_commit_writer(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc<Notify>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut batch, MAX_GROUP).await > 0 {
-        let messages: Vec<&NewMessage> = batch.iter().map(|p| &p.message).collect();
-        let result = store.insert_messages(&messages).await;
-        drop(messages);
-        match result {
-            Ok(outcomes) => {
-                let stored = outcomes
-                    .iter()
-                    .any(|o| matches!(o, InsertOutcome::Stored(_)));
-                for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
-                }
-                if stored {
-                    wake.notify_one();
-                }
+        while !batch.is_empty() {
+            let mut bytes = 0;
+            let take = batch
+                .iter()
+                .position(|p| {
+                    bytes += p.message.raw.len();
+                    bytes > MAX_GROUP_BYTES
+                })
+                .unwrap_or(batch.len())
+                .max(1);
+            let group: Vec<Pending> = batch.drain(..take).collect();
+            commit_group(&store, group, &wake).await;
+        }
+    }
+}
+
+/// One transaction for `group`; every caller is answered after it.
+async fn commit_group(store: &Store, group: Vec<Pending>, wake: &Notify) {
+    let messages: Vec<&NewMessage> = group.iter().map(|p| &p.message).collect();
+    let result = store.insert_messages(&messages).await;
+    drop(messages);
+    match result {
+        Ok(outcomes) => {
+            let stored = outcomes
+                .iter()
+                .any(|o| matches!(o, InsertOutcome::Stored(_)));
+            for (pending, outcome) in group.into_iter().zip(outcomes) {
+                let _ = pending.reply.send(Ok(outcome));
             }
-            Err(e) => {
-                // The batch failed as a whole: no caller's message is at
-                // fault, so each is told the store is unavailable (503).
-                let message = e.to_string();
-                tracing::error!(error = %message, messages = batch.len(), "ingest transaction failed");
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(StoreError::BatchFailed {
-                        message: message.clone(),
-                        unavailable: true,
-                    }));
-                }
+            if stored {
+                wake.notify_one();
+            }
+        }
+        Err(e) => {
+            // The group failed as a whole: no caller's message is at fault,
+            // so each is told the store is unavailable (503).
+            let message = e.to_string();
+            tracing::error!(error = %message, messages = group.len(), "ingest transaction failed");
+            for pending in group {
+                let _ = pending.reply.send(Err(StoreError::BatchFailed {
+                    message: message.clone(),
+                    unavailable: true,
+                }));
             }
         }
     }
@@ -214,6 +276,27 @@ fn mail_parser_id(head: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reservations_wait_for_room_in_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&mailroom_store::StoreOptions::new(format!(
+            "sqlite://{}/t.db",
+            dir.path().display()
+        )))
+        .await
+        .expect("store");
+        let ingest = IngestService::new(store, 4096, 8192, Arc::new(Notify::new()));
+        let first = ingest.reserve(4096).await.expect("room for one");
+        let _second = ingest.reserve(4096).await.expect("room for two");
+        let third = tokio::time::timeout(Duration::from_millis(50), ingest.reserve(10)).await;
+        assert!(third.is_err(), "the budget is spent: the third waits");
+        drop(first);
+        tokio::time::timeout(Duration::from_millis(50), ingest.reserve(4096))
+            .await
+            .expect("room again once the first is released")
+            .expect("reservation");
+    }
 
     #[test]
     fn reads_folded_message_id() {

@@ -76,6 +76,7 @@ impl From<IngestError> for ApiError {
                     ApiError::NotAnEmail(r.to_string())
                 }
             },
+            IngestError::Busy => ApiError::Unavailable(e.to_string()),
             IngestError::Store(s) => s.into(),
         }
     }

@@ -59,6 +59,12 @@ pub const KEYS: &[Key] = &[
         help: "largest raw message accepted, bytes (25 MiB)",
     },
     Key {
+        name: "ingest.max_inflight_bytes",
+        aliases: &[],
+        default: Some("268435456"),
+        help: "memory for all messages being received at once (256 MiB); senders wait, then get 503, beyond it",
+    },
+    Key {
         name: "log_level",
         aliases: &["LOG_LEVEL", "RUST_LOG"],
         default: Some("info"),
@@ -295,6 +301,9 @@ impl Layers {
             max_message_bytes: r
                 .ranged("max_message_bytes", 1024, 1 << 30)
                 .map(|n| n as usize),
+            max_inflight_bytes: r
+                .ranged("ingest.max_inflight_bytes", 1 << 20, 1 << 40)
+                .map(|n| n as usize),
             log_level: normalise_filter(log_level.as_deref().unwrap_or("info")),
             log_format: log_format.unwrap_or(LogFormat::Pretty),
             shutdown_grace: r
@@ -321,6 +330,16 @@ impl Layers {
                 .map(Duration::from_millis),
             fault_injection: r.parse::<bool>("fault_injection", "true or false"),
         };
+        if let (Some(one), Some(all)) = (config.max_message_bytes, config.max_inflight_bytes) {
+            if all < one {
+                r.problem(
+                    "ingest.max_inflight_bytes",
+                    format!(
+                        "{all} is smaller than max_message_bytes ({one}): one message must fit"
+                    ),
+                );
+            }
+        }
         if r.problems.is_empty() {
             config.complete().ok_or_else(|| {
                 vec![Problem {
@@ -443,6 +462,7 @@ struct PartialConfig {
     db_max_connections: Option<u32>,
     workers: Option<usize>,
     max_message_bytes: Option<usize>,
+    max_inflight_bytes: Option<usize>,
     log_level: String,
     log_format: LogFormat,
     shutdown_grace: Option<Duration>,
@@ -462,6 +482,8 @@ pub struct Config {
     pub db_max_connections: u32,
     pub workers: usize,
     pub max_message_bytes: usize,
+    /// Memory budget of all messages being received at once.
+    pub max_inflight_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
@@ -481,6 +503,7 @@ impl PartialConfig {
             db_max_connections: self.db_max_connections?,
             workers: self.workers?,
             max_message_bytes: self.max_message_bytes?,
+            max_inflight_bytes: self.max_inflight_bytes?,
             log_level: self.log_level,
             log_format: self.log_format,
             shutdown_grace: self.shutdown_grace?,

@@ -175,6 +175,15 @@ pub async fn import(ingest: &IngestService, paths: &[PathBuf], quiet: bool) -> I
         match input {
             Input::Eml(path) => {
                 let location = path.display().to_string();
+                let limit = ingest.max_bytes();
+                match fs::metadata(&path).map(|m| m.len()) {
+                    // Refused from its size alone: never read into memory.
+                    Ok(size) if size > limit as u64 => {
+                        submitter.summary.reject(too_large(limit), location);
+                        continue;
+                    }
+                    _ => {}
+                }
                 match fs::read(&path) {
                     Ok(raw) => submitter.submit(raw, location).await,
                     Err(e) => submitter
@@ -193,16 +202,18 @@ pub async fn import(ingest: &IngestService, paths: &[PathBuf], quiet: bool) -> I
                     }
                 };
                 let reader = BufReader::with_capacity(256 * 1024, file);
-                for (n, message) in
-                    mail_parser::mailbox::mbox::MessageIterator::new(reader).enumerate()
-                {
+                let limit = ingest.max_bytes();
+                for (n, entry) in MboxReader::new(reader, limit).enumerate() {
                     let location = format!("{} (message {})", path.display(), n + 1);
-                    match message {
-                        Ok(m) => submitter.submit(m.unwrap_contents(), location).await,
-                        Err(_) => {
+                    match entry {
+                        Ok(MboxEntry::Message(raw)) => submitter.submit(raw, location).await,
+                        Ok(MboxEntry::TooLarge) => {
+                            submitter.summary.reject(too_large(limit), location)
+                        }
+                        Err(e) => {
                             submitter
                                 .summary
-                                .reject("unreadable mbox entry".into(), location);
+                                .reject(format!("unreadable mbox: {e}"), location);
                             break;
                         }
                     }
@@ -237,8 +248,13 @@ impl Submitter {
         self.bar.inc(raw.len() as u64);
         self.summary.bytes += raw.len() as u64;
         let ingest = self.ingest.clone();
-        self.inflight
-            .spawn(async move { (location, ingest.ingest(&raw, Source::Import).await) });
+        self.inflight.spawn(async move {
+            let result = match ingest.reserve(raw.len()).await {
+                Ok(_reservation) => ingest.ingest(raw, Source::Import).await,
+                Err(e) => Err(e),
+            };
+            (location, result)
+        });
     }
 
     async fn collect_one(&mut self) {
@@ -282,11 +298,169 @@ fn record(
     }
 }
 
+fn too_large(limit: usize) -> String {
+    format!("larger than the {limit}-byte limit")
+}
+
 /// Groups rejections by kind (not by the exact byte counts).
 fn reason(e: &IngestError) -> String {
     match e {
-        IngestError::TooLarge { limit, .. } => format!("larger than the {limit}-byte limit"),
+        IngestError::TooLarge { limit, .. } => too_large(*limit),
         IngestError::Rejected(r) => r.to_string(),
         IngestError::Store(s) => format!("database error: {s}"),
+        IngestError::Busy => e.to_string(),
+    }
+}
+
+/// One entry of an mbox.
+#[derive(Debug, PartialEq, Eq)]
+enum MboxEntry {
+    Message(Vec<u8>),
+    /// Larger than the limit: skipped to the next separator, never held.
+    TooLarge,
+}
+
+/// Reads an mbox (mboxrd: `>From ` quoting undone) holding at most `limit`
+/// bytes of one message plus one 64 KiB line chunk in memory, whatever the
+/// file holds.
+struct MboxReader<R> {
+    reader: R,
+    limit: usize,
+    chunk: Vec<u8>,
+    /// The next chunk starts a line (only there can a separator begin).
+    at_line_start: bool,
+    /// A separator was read that opens the next message.
+    in_message: bool,
+    done: bool,
+}
+
+const MBOX_CHUNK: u64 = 64 * 1024;
+
+impl<R: std::io::BufRead> MboxReader<R> {
+    fn new(reader: R, limit: usize) -> Self {
+        Self {
+            reader,
+            limit,
+            chunk: Vec::new(),
+            at_line_start: true,
+            in_message: false,
+            done: false,
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for MboxReader<R> {
+    type Item = std::io::Result<MboxEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::{BufRead, Read};
+        if self.done {
+            return None;
+        }
+        let mut message = Vec::new();
+        let mut size = 0usize;
+        let mut has_content = false;
+        loop {
+            self.chunk.clear();
+            let read = (&mut self.reader)
+                .take(MBOX_CHUNK)
+                .read_until(b'\n', &mut self.chunk);
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            let line_start = self.at_line_start;
+            self.at_line_start = self.chunk.ends_with(b"\n");
+            if line_start && self.chunk.starts_with(b"From ") {
+                if self.in_message {
+                    return Some(Ok(entry(message, size, self.limit)));
+                }
+                self.in_message = true;
+                continue;
+            }
+            if !self.in_message {
+                continue; // text before the first separator
+            }
+            let quoted = line_start
+                && self
+                    .chunk
+                    .iter()
+                    .position(|&b| b != b'>')
+                    .is_some_and(|i| i > 0 && self.chunk[i..].starts_with(b"From "));
+            let content = if quoted {
+                &self.chunk[1..]
+            } else {
+                &self.chunk[..]
+            };
+            has_content = true;
+            size += content.len();
+            if size <= self.limit {
+                message.extend_from_slice(content);
+            } else if !message.is_empty() {
+                message = Vec::new();
+            }
+        }
+        (self.in_message && has_content).then(|| Ok(entry(message, size, self.limit)))
+    }
+}
+
+fn entry(message: Vec<u8>, size: usize, limit: usize) -> MboxEntry {
+    if size > limit {
+        MboxEntry::TooLarge
+    } else {
+        MboxEntry::Message(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(data: &[u8], limit: usize) -> Vec<MboxEntry> {
+        MboxReader::new(data, limit)
+            .map(|e| e.expect("readable"))
+            .collect()
+    }
+
+    #[test]
+    fn splits_and_unquotes() {
+        let mbox = b"preamble\nFrom a@x Mon\nSubject: 1\n\n>From here\n>>From there\n\nFrom b@x Tue\nSubject: 2\n\nbody";
+        assert_eq!(
+            read_all(mbox, 1000),
+            vec![
+                MboxEntry::Message(b"Subject: 1\n\nFrom here\n>From there\n\n".to_vec()),
+                MboxEntry::Message(b"Subject: 2\n\nbody".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn skips_oversized_messages_without_holding_them() {
+        let mut mbox = b"From a@x\nSubject: big\n\n".to_vec();
+        mbox.extend(std::iter::repeat_n(b'x', 300_000)); // one huge line, no newline
+        mbox.extend_from_slice(b"\nFrom b@x\nSubject: small\n\nok\n");
+        let entries = read_all(&mbox, 1000);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0], MboxEntry::TooLarge);
+        assert_eq!(
+            entries[1],
+            MboxEntry::Message(b"Subject: small\n\nok\n".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_from_inside_a_long_line_is_not_a_separator() {
+        let mut mbox = b"From a@x\nSubject: s\n\n".to_vec();
+        mbox.extend(std::iter::repeat_n(b'y', MBOX_CHUNK as usize - 1));
+        mbox.extend_from_slice(b"From not-a-separator\n");
+        let entries = read_all(&mbox, 1 << 20);
+        assert_eq!(entries.len(), 1);
     }
 }

@@ -182,6 +182,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let ingest = IngestService::new(
                 store.clone(),
                 config.max_message_bytes,
+                config.max_inflight_bytes,
                 Arc::new(tokio::sync::Notify::new()),
             );
             let summary = import::import(&ingest, &paths, quiet).await;

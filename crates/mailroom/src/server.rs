@@ -76,7 +76,12 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let state = AppState {
-            ingest: IngestService::new(store.clone(), config.max_message_bytes, Arc::clone(&wake)),
+            ingest: IngestService::new(
+                store.clone(),
+                config.max_message_bytes,
+                config.max_inflight_bytes,
+                Arc::clone(&wake),
+            ),
             store: store.clone(),
             workers,
             wake,
@@ -124,17 +129,21 @@ impl Application {
                 .into_future(),
         );
         stop.cancelled().await;
-        // HTTP and workers drain together: no new requests, no new jobs.
+        // HTTP and workers drain together, under one deadline: no new
+        // requests, no new jobs, and at most one grace period in all.
         info!(
             grace_seconds = self.config.shutdown_grace.as_secs(),
             "shutting down: draining requests and workers"
         );
-        if self.pool.shutdown(self.config.shutdown_grace).await {
+        let grace = self.config.shutdown_grace;
+        let (drained, http) =
+            tokio::join!(self.pool.shutdown(grace), tokio::time::timeout(grace, http));
+        if drained {
             info!("workers drained");
         } else {
             warn!("grace period over; unfinished jobs will be retried when their lease expires");
         }
-        match tokio::time::timeout(self.config.shutdown_grace, http).await {
+        match http {
             Ok(Ok(result)) => result.context("HTTP server failed")?,
             Ok(Err(join)) => return Err(anyhow::anyhow!("HTTP server task failed: {join}")),
             Err(_) => warn!("open HTTP connections outlived the grace period"),

@@ -99,14 +99,10 @@ impl Store {
                 let url = sqlite_url(&options.url)?;
                 // One writer (SQLite admits one at a time); readers are
                 // in-process CPU work, so a handful is all that helps.
-                let write = sqlite_pool(&url, 1, 16_000, options.acquire_timeout).await?;
-                // Checkpoints leave the commit path: the writer never copies
-                // WAL pages itself; `checkpoint()` does it from a reader.
-                sqlx::query("PRAGMA wal_autocheckpoint = 0")
-                    .execute(&write)
-                    .await?;
+                let write = sqlite_pool(&url, 1, Role::Writer, options.acquire_timeout).await?;
                 let readers = options.max_connections.clamp(2, 8);
-                let read = sqlite_pool(&url, readers, 4_000, options.acquire_timeout).await?;
+                let read =
+                    sqlite_pool(&url, readers, Role::Reader, options.acquire_timeout).await?;
                 Ok(Self {
                     backend,
                     write,
@@ -264,11 +260,17 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
-/// `cache_kib` is SQLite's page cache per connection.
+/// Which of SQLite's two pools a connection belongs to.
+#[derive(Clone, Copy)]
+enum Role {
+    Writer,
+    Reader,
+}
+
 async fn sqlite_pool(
     url: &str,
     max: u32,
-    cache_kib: u32,
+    role: Role,
     acquire_timeout: Duration,
 ) -> Result<AnyPool, StoreError> {
     let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
@@ -285,9 +287,16 @@ async fn sqlite_pool(
                 // checkpoint contention between the two pools. secure_delete
                 // zeroes freed content, so DELETE really erases a message
                 // from the database file (extra I/O only on freed pages).
+                // The writer never checkpoints on commit (a reader does it in
+                // the background, off the commit path: `checkpoint()`); it
+                // gets the larger page cache.
+                let role_pragmas = match role {
+                    Role::Writer => "PRAGMA cache_size = -16000; PRAGMA wal_autocheckpoint = 0;",
+                    Role::Reader => "PRAGMA cache_size = -4000;",
+                };
                 let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON; PRAGMA cache_size = -{cache_kib};"
+                     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON; {role_pragmas}"
                 );
                 conn.execute(pragmas.as_str()).await?;
                 Ok(())

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use axum::{
-    body::{Body, Bytes},
+    body::Body,
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -18,7 +18,6 @@ use crate::{
     json::{parse_time_ms, rfc3339},
     ApiError, AppState,
 };
-use bytes::BytesMut;
 use http_body_util::BodyExt;
 
 const ACCEPTED_TYPES: [&str; 3] = ["message/rfc822", "application/octet-stream", "text/plain"];
@@ -51,8 +50,12 @@ pub async fn create(
         }
     }
     let limit = state.ingest.max_bytes();
+    // Room for the whole body is reserved before a byte is read, and held
+    // until the message is stored: memory stays within the ingest budget.
+    let declared = declared_length(&headers);
+    let _reservation = state.ingest.reserve(declared.unwrap_or(limit)).await?;
     let raw = read_limited(body, &headers, limit).await?;
-    let receipt = state.ingest.ingest(&raw, Source::Api).await?;
+    let receipt = state.ingest.ingest(raw, Source::Api).await?;
     let location = format!("/api/v1/messages/{}", receipt.id);
     let (status, payload) = if receipt.duplicate {
         (
@@ -70,17 +73,21 @@ pub async fn create(
 
 /// Reads at most `limit` bytes of body. Memory stays bounded by the limit
 /// whatever the client sends.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 async fn read_limited(
     mut body: Body,
     headers: &HeaderMap,
     limit: usize,
-) -> Result<Bytes, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let too_large =
         || ApiError::PayloadTooLarge(format!("the body exceeds the limit of {limit} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(headers);
     let expects_continue = headers
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
@@ -90,7 +97,7 @@ async fn read_limited(
         // answer without reading it.
         return Err(too_large());
     }
-    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
     let mut overflow = 0usize;
     let read = async {
         while let Some(frame) = body.frame().await {
@@ -105,7 +112,7 @@ async fn read_limited(
                 continue;
             }
             if overflow == 0 {
-                buffer = BytesMut::new();
+                buffer = Vec::new();
             }
             overflow += data.len();
             if overflow > OVERSIZE_DRAIN_BYTES {
@@ -126,7 +133,7 @@ async fn read_limited(
     if overflow > 0 {
         return Err(too_large());
     }
-    Ok(buffer.freeze())
+    Ok(buffer)
 }
 
 #[derive(Debug, Deserialize, Default)]
