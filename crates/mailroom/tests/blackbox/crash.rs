@@ -154,3 +154,76 @@ backend_test!(
         app.stop().await;
     }
 );
+
+backend_test!(
+    sigkill_during_ingest_loses_no_acknowledged_message,
+    |db| async move {
+        let client = reqwest::Client::new();
+        let mut server = ServerProcess::start(&db, &[("queue.lease_seconds", "2")]);
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut senders = Vec::new();
+        for sender in 0..8 {
+            let (client, url, acked) = (
+                client.clone(),
+                server.url("/api/v1/messages"),
+                std::sync::Arc::clone(&acked),
+            );
+            senders.push(tokio::spawn(async move {
+                for n in 0..10_000 {
+                    let body = email(sender * 100_000 + n, "burst@example.com", "burst", "body");
+                    let Ok(response) = client
+                        .post(&url)
+                        .header("content-type", "message/rfc822")
+                        .body(body)
+                        .send()
+                        .await
+                    else {
+                        return; // the server is gone
+                    };
+                    if response.status() != 202 {
+                        return;
+                    }
+                    if let Ok(v) = response.json::<Value>().await {
+                        acked
+                            .lock()
+                            .expect("lock")
+                            .push(v["id"].as_str().expect("id").to_string());
+                    }
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acked.lock().expect("lock").len() < 300 {
+            assert!(Instant::now() < deadline, "ingest made no progress");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.signal("KILL");
+        assert_eq!(server.wait(), None);
+        for s in senders {
+            let _ = s.await;
+        }
+        let acked = acked.lock().expect("lock").clone();
+
+        let restarted = ServerProcess::start(&db, &[("queue.lease_seconds", "2")]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = json_at(&client, restarted.url("/process/status")).await;
+            if status["current_queue_size"] == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "queue did not drain: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for id in &acked {
+            let m = json_at(&client, restarted.url(&format!("/api/v1/messages/{id}"))).await;
+            assert_eq!(
+                m["status"], "processed",
+                "acknowledged message {id} after the crash: {m}"
+            );
+            let completions = m["history"]
+                .as_array()
+                .map(|h| h.iter().filter(|s| s["outcome"] == "ok").count());
+            assert_eq!(completions, Some(1), "{m}");
+        }
+    }
+);
