@@ -77,6 +77,16 @@ impl WorkerPool {
         wake: Arc<Notify>,
         state: Arc<WorkerState>,
     ) -> Self {
+        // Counters exist from the start (at 0), so dashboards and rate()
+        // alerts see a series before the first message or failure.
+        metrics::counter!(names::EMAILS_PROCESSED_TOTAL).increment(0);
+        for stage in pipeline
+            .stage_names()
+            .into_iter()
+            .chain(["pipeline", "store"])
+        {
+            metrics::counter!(names::EMAIL_PROCESSING_ERRORS_TOTAL, "stage" => stage).increment(0);
+        }
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         state.configured.store(config.workers, Ordering::Relaxed);

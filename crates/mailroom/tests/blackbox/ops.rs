@@ -56,6 +56,7 @@ backend_test!(health_status_and_metrics, |db| async move {
         "queue_depth",
         "database_connections_active",
         "process_resident_memory_bytes",
+        "email_processing_errors_total{stage=\"parse\"} 0",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
