@@ -13,10 +13,3 @@ pub enum IngestError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-
-/// Errors of the use cases other than ingest.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}

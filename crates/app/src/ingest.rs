@@ -225,50 +225,38 @@ async fn commit_group(store: &Store, group: Vec<Pending>, wake: &Notify) {
     }
 }
 
-/// The Message-ID header, read from the header block only.
+/// The Message-ID header (unfolded), read from the header block only and
+/// without copying the message: the full parser runs later in the
+/// pipeline, this only labels the stored row.
 fn header_message_id(raw: &[u8]) -> Option<String> {
-    let headers_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .or_else(|| raw.windows(2).position(|w| w == b"\n\n"));
-    let head = &raw[..headers_end.unwrap_or(raw.len()).min(raw.len())];
-    mail_parser_id(head)
-}
-
-fn mail_parser_id(head: &[u8]) -> Option<String> {
-    // Unfold and find the field case-insensitively; the full parser runs
-    // later in the pipeline, this only labels the stored row.
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split('\n').peekable();
+    let mut lines = raw
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+        .peekable();
     while let Some(line) = lines.next() {
-        if line
+        let Some(value) = line
             .get(..11)
-            .is_some_and(|p| p.eq_ignore_ascii_case("message-id:"))
-        {
-            let mut value = line[11..].trim().to_string();
-            while let Some(next) = lines.peek() {
-                if next.starts_with([' ', '\t']) {
-                    value.push_str(next.trim());
-                    lines.next();
-                } else {
-                    break;
-                }
-            }
-            let value = value
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .trim()
-                .to_string();
-            // Control characters (NUL above all, which PostgreSQL's text
-            // refuses) never belong in an id; the label must always store.
-            let value: String = value
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(998)
-                .collect();
-            return (!value.is_empty()).then_some(value);
+            .filter(|name| name.eq_ignore_ascii_case(b"message-id:"))
+            .map(|_| &line[11..])
+        else {
+            continue;
+        };
+        let mut value = String::from_utf8_lossy(value).trim().to_string();
+        while let Some(folded) = lines.next_if(|l| l.starts_with(b" ") || l.starts_with(b"\t")) {
+            value.push_str(String::from_utf8_lossy(folded).trim());
         }
+        // Control characters (NUL above all, which PostgreSQL's text
+        // refuses) never belong in an id; the label must always store.
+        let value: String = value
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(998)
+            .collect();
+        return (!value.is_empty()).then_some(value);
     }
     None
 }

@@ -15,7 +15,7 @@ mod status;
 mod worker;
 
 pub use clock::{now_ms, start_of_utc_day_ms};
-pub use error::{AppError, IngestError};
+pub use error::IngestError;
 pub use ingest::{IngestReceipt, IngestService, Reservation, Source};
 pub use pipeline::{
     FaultInjectionStage, ParseStage, Pipeline, PipelineRun, Stage, StageContext, StageError,

@@ -402,7 +402,5 @@ async fn housekeeping(store: Store, config: WorkerConfig, stop: CancellationToke
             metrics::gauge!(names::QUEUE_DEPTH).set(stats.depth as f64);
             metrics::gauge!(names::QUEUE_DEAD_JOBS).set(stats.dead as f64);
         }
-        metrics::gauge!(names::DATABASE_CONNECTIONS_ACTIVE)
-            .set(f64::from(store.connections_active()));
     }
 }

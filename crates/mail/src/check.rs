@@ -57,7 +57,7 @@ pub fn check_ingestible(raw: &[u8]) -> Result<(), IngestRejection> {
 /// RFC 5322 field names are printable US-ASCII except the colon; we also let
 /// through the leading whitespace some exporters leave before the first field.
 fn is_field_name_byte(b: u8) -> bool {
-    (33..=126).contains(&b) && b != b':' || b == b' ' || b == b'\t'
+    ((33..=126).contains(&b) && b != b':') || b == b' ' || b == b'\t'
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub struct Store {
     pub(crate) read: AnyPool,
     /// Ingest before background writes at SQLite's single writer.
     pub(crate) gate: Arc<WriteGate>,
+    /// `read` is its own pool (SQLite readers, a PostgreSQL replica) rather
+    /// than a clone of `write`.
+    separate_read: bool,
 }
 
 /// Result of a health probe of the database.
@@ -108,6 +111,7 @@ impl Store {
                     write,
                     read,
                     gate: Arc::new(WriteGate::new(true)),
+                    separate_read: true,
                 })
             }
             Backend::Postgres => {
@@ -128,6 +132,7 @@ impl Store {
                     write,
                     read,
                     gate: Arc::new(WriteGate::new(false)),
+                    separate_read: options.read_url.is_some(),
                 })
             }
         }
@@ -188,16 +193,12 @@ impl Store {
     /// `database_connections_active` gauge).
     pub fn connections_active(&self) -> u32 {
         let busy = |p: &AnyPool| p.size().saturating_sub(p.num_idle() as u32);
-        match self.backend {
-            Backend::Sqlite => busy(&self.write) + busy(&self.read),
-            Backend::Postgres
-                if self.read.connect_options().database_url
-                    == self.write.connect_options().database_url =>
-            {
-                busy(&self.write)
+        busy(&self.write)
+            + if self.separate_read {
+                busy(&self.read)
+            } else {
+                0
             }
-            Backend::Postgres => busy(&self.write) + busy(&self.read),
-        }
     }
 
     /// Copies committed WAL pages into the SQLite database file without

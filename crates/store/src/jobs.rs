@@ -39,9 +39,6 @@ pub struct JobInfo {
     pub updated_at_ms: i64,
 }
 
-/// A dead job, as listed for operators.
-pub type DeadJob = JobInfo;
-
 /// Result of a successful processing run.
 #[derive(Debug, Clone)]
 pub struct CompletedJob {
@@ -186,14 +183,11 @@ impl Store {
         // One UPDATE ... FROM (VALUES ...) per chunk; both engines name the
         // VALUES columns column1, column2, ...
         for chunk in ours.chunks(UPDATE_ROWS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
-                .collect();
             let sql = format!(
                 "UPDATE messages SET status = 'processed', processed_at = v.column2, processing_ms = v.column3, \
                  from_addr = v.column4, subject = v.column5, date_unix = v.column6, text_body = v.column7, view_json = v.column8 \
                  FROM (VALUES {}) AS v WHERE messages.id = v.column1",
-                rows.join(", ")
+                value_rows(chunk.len(), 8)
             );
             let mut query = sqlx::query(&sql);
             for item in chunk {
@@ -388,12 +382,9 @@ async fn insert_steps(
     steps: &[(&MessageId, &ProcessingStep)],
 ) -> Result<(), StoreError> {
     for chunk in steps.chunks(STEP_ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(1 + i * 7, 7)))
-            .collect();
         let sql = format!(
             "INSERT INTO processing_steps (message_id, stage, attempt, outcome, started_at, duration_ms, error) VALUES {}",
-            rows.join(", ")
+            value_rows(chunk.len(), 7)
         );
         let mut query = sqlx::query(&sql);
         for (message_id, step) in chunk {
@@ -432,6 +423,15 @@ async fn set_message_status(
         query.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// `($1, ..., $cols), ($cols+1, ...), ...` — `rows` rows of numbered
+/// placeholders for a multi-row VALUES list.
+pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", placeholders(1 + i * cols, cols)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `$first, $first+1, ...` — `count` numbered placeholders.

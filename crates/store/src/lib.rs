@@ -20,8 +20,8 @@ mod stats;
 
 pub use db::{redact, Backend, DatabaseHealth, Store, StoreOptions};
 pub use error::StoreError;
-pub use jobs::{CompletedJob, DeadJob, FailedJob, JobInfo, LeasedJob, RequeueFilter};
+pub use jobs::{CompletedJob, FailedJob, JobInfo, LeasedJob, RequeueFilter};
 pub use messages::{
-    Insert, InsertOutcome, ListFilter, MessagePage, MessageRecord, MessageSummary, NewMessage,
+    InsertOutcome, ListFilter, MessagePage, MessageRecord, MessageSummary, NewMessage,
 };
 pub use stats::{ProcessingStats, QueueStats};

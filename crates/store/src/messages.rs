@@ -1,7 +1,10 @@
 use mailroom_domain::{MessageId, MessageStatus, MessageView, ProcessingStep, StepOutcome};
 use sqlx::{any::AnyRow, Row};
 
-use crate::{jobs::placeholders, Store, StoreError};
+use crate::{
+    jobs::{placeholders, value_rows},
+    Store, StoreError,
+};
 
 /// A message about to be stored by ingest.
 #[derive(Debug, Clone)]
@@ -22,9 +25,6 @@ pub enum InsertOutcome {
     /// The same content was stored before under this id.
     Duplicate(MessageId),
 }
-
-/// Alias kept short for call sites: `Insert::Stored(id)`.
-pub type Insert = InsertOutcome;
 
 /// Summary row used by listings.
 #[derive(Debug, Clone)]
@@ -84,16 +84,6 @@ const SUMMARY_COLUMNS: &str =
     "id, status, source, size_bytes, received_at, processed_at, from_addr, subject, header_message_id";
 
 impl Store {
-    /// Stores a message and queues its processing job in one transaction;
-    /// content already stored (same bytes, hence same Message-ID) is reported
-    /// as a duplicate and nothing is written.
-    pub async fn insert_message(&self, new: &NewMessage) -> Result<InsertOutcome, StoreError> {
-        let mut outcomes = self.insert_messages(&[new]).await?;
-        outcomes
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("insert returned no outcome".into()))
-    }
-
     /// Stores several messages with their jobs in one transaction (group
     /// commit): all are durable when this returns Ok, none when it fails.
     /// A duplicate inside the batch resolves to the first copy's id.
@@ -108,13 +98,10 @@ impl Store {
         // its size. ON CONFLICT DO NOTHING also settles duplicates inside the
         // batch (the first copy wins).
         for chunk in batch.chunks(INSERT_ROWS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * 7, 7)))
-                .collect();
             let sql = format!(
                 "INSERT INTO messages (id, content_hash, header_message_id, source, size_bytes, status, received_at) \
                  VALUES {} ON CONFLICT (content_hash) DO NOTHING RETURNING id",
-                rows.join(", ")
+                value_rows(chunk.len(), 7)
             );
             let mut query = sqlx::query_scalar::<_, String>(&sql);
             for new in chunk {
@@ -135,12 +122,9 @@ impl Store {
             .filter(|m| inserted.contains(m.id.as_str()))
             .collect();
         for chunk in stored.chunks(INSERT_ROWS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * 2, 2)))
-                .collect();
             let sql = format!(
                 "INSERT INTO message_raw (message_id, raw) VALUES {}",
-                rows.join(", ")
+                value_rows(chunk.len(), 2)
             );
             let mut query = sqlx::query(&sql);
             for new in chunk {

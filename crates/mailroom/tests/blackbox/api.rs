@@ -58,25 +58,13 @@ References: <root@example.com> <prev@example.com>\r\nMIME-Version: 1.0\r\nConten
         raw.as_bytes()
     );
 
-    let deleted = app
-        .client
-        .delete(app.url(&format!("/api/v1/messages/{id}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.delete(&id).await, 204);
     let (status, body) = app.get_json(&format!("/api/v1/messages/{id}")).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
     let (status, _) = app.get_json(&format!("/api/v1/messages/{id}/raw")).await;
     assert_eq!(status, 404);
-    let again = app
-        .client
-        .delete(app.url(&format!("/api/v1/messages/{id}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(again.status(), 404);
+    assert_eq!(app.delete(&id).await, 404);
     // Deleting erased the content too: the same bytes are new again.
     assert_eq!(app.post_message(raw).await.status(), 202);
     app.stop().await;
@@ -216,13 +204,7 @@ async fn delete_erases_the_content_from_the_sqlite_files() {
         .await;
     app.wait_for_status(&keep, "processed").await;
     app.wait_for_status(&id, "processed").await;
-    let response = app
-        .client
-        .delete(app.url(&format!("/api/v1/messages/{id}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(response.status(), 204);
+    assert_eq!(app.delete(&id).await, 204);
     app.stop().await;
 
     let folder = db.dir().join("db");

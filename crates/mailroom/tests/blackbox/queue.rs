@@ -75,23 +75,10 @@ backend_test!(
         assert_eq!(detailed["status"], "degraded");
 
         // Re-queue only what is asked for: an unrelated id re-queues nothing.
-        let none = app
-            .client
-            .post(app.url("/process/trigger"))
-            .json(&json!({"ids": [good]}))
-            .send()
-            .await
-            .expect("trigger");
-        assert_eq!(none.json::<Value>().await.expect("json")["requeued"], 0);
-        let trigger = app
-            .client
-            .post(app.url("/process/trigger"))
-            .json(&json!({"status": ["dead"]}))
-            .send()
-            .await
-            .expect("trigger");
-        assert_eq!(trigger.status(), 200);
-        let body: Value = trigger.json().await.expect("json");
+        let (_, none) = app.trigger(json!({"ids": [good]})).await;
+        assert_eq!(none["requeued"], 0);
+        let (status, body) = app.trigger(json!({"status": ["dead"]})).await;
+        assert_eq!(status, 200);
         assert_eq!(body["requeued"], 1);
         assert_eq!(body["ids"][0], bad.as_str());
         // It runs again from attempt 1, fails three more times, and dies again.
@@ -111,14 +98,8 @@ backend_test!(
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        let bad_filter = app
-            .client
-            .post(app.url("/process/trigger"))
-            .json(&json!({"status": ["processed"]}))
-            .send()
-            .await
-            .expect("trigger");
-        assert_eq!(bad_filter.status(), 400);
+        let (status, _) = app.trigger(json!({"status": ["processed"]})).await;
+        assert_eq!(status, 400);
         app.stop().await;
     }
 );
@@ -134,13 +115,7 @@ backend_test!(deleting_a_queued_message_drops_its_job, |db| async move {
     .await;
     let id = app.ingest(failing_email(3)).await;
     app.wait_for_status(&id, "failed").await;
-    let response = app
-        .client
-        .delete(app.url(&format!("/api/v1/messages/{id}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(response.status(), 204);
+    assert_eq!(app.delete(&id).await, 204);
     let (_, ps) = app.get_json("/process/status").await;
     assert_eq!(ps["current_queue_size"], 0);
     app.stop().await;

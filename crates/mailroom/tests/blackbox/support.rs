@@ -217,6 +217,30 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `DELETE /api/v1/messages/{id}`; returns the status code.
+    pub async fn delete(&self, id: &str) -> u16 {
+        let response = self
+            .client
+            .delete(self.url(&format!("/api/v1/messages/{id}")))
+            .send()
+            .await
+            .expect("delete");
+        response.status().as_u16()
+    }
+
+    /// `POST /process/trigger` with a JSON body; returns status and body.
+    pub async fn trigger(&self, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/process/trigger"))
+            .json(&body)
+            .send()
+            .await
+            .expect("trigger");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn message(&self, id: &str) -> Value {
         let (status, body) = self.get_json(&format!("/api/v1/messages/{id}")).await;
         assert_eq!(status, 200, "{body}");
