@@ -57,6 +57,7 @@ impl std::fmt::Debug for Pending {
 /// transaction holding its message has committed.
 #[derive(Debug, Clone)]
 pub struct IngestService {
+    store: Store,
     max_bytes: usize,
     writer: mpsc::Sender<Pending>,
     budget: Arc<Semaphore>,
@@ -85,9 +86,10 @@ impl IngestService {
         wake: Arc<Notify>,
     ) -> Self {
         let (writer, queue) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(group_commit_writer(store, queue, wake));
+        tokio::spawn(group_commit_writer(store.clone(), queue, wake));
         let budget_kib = max_inflight_bytes.max(max_bytes).div_ceil(1024).max(1);
         Self {
+            store,
             max_bytes,
             writer,
             budget: Arc::new(Semaphore::new(budget_kib)),
@@ -130,12 +132,17 @@ impl IngestService {
             });
         }
         mailroom_mail::check_ingestible(&raw)?;
+        let id = MessageId::from_uuid(uuid::Uuid::now_v7());
+        let content_hash = hex::encode(Sha256::digest(&raw));
+        let header_message_id = header_message_id(&raw);
+        // Sealed here, in the caller's task, so encryption runs in parallel
+        // rather than in the one group-commit writer.
         let message = NewMessage {
-            id: MessageId::from_uuid(uuid::Uuid::now_v7()),
-            content_hash: hex::encode(Sha256::digest(&raw)),
-            header_message_id: header_message_id(&raw),
+            raw: self.store.stored_raw(&id, raw),
+            id,
+            content_hash,
+            header_message_id,
             source: source.as_str(),
-            raw,
             received_at_ms: now_ms(),
         };
         let size = message.raw.len();

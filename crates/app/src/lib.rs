@@ -7,12 +7,19 @@
 //! Invariant: no HTTP types, no CLI types; the pipeline knows stages only by
 //! the [`Stage`] trait.
 
+mod audit;
 mod clock;
 mod error;
 mod ingest;
+mod keys;
 mod pipeline;
+mod reseal;
 mod status;
 mod worker;
+
+pub use audit::{actions, Actor, AuditLog};
+pub use keys::{AuthFailure, IssuedKey, KeyError, KeyInfo, KeyService, Principal, CACHE_TTL};
+pub use reseal::{reseal_all, ResealProgress, ResealSummary};
 
 pub use clock::{now_ms, start_of_utc_day_ms};
 pub use error::IngestError;

@@ -206,7 +206,25 @@ impl Worker {
                 tracing::debug!(message_id = %job.message_id, "leased message was deleted; skipping");
                 continue;
             };
-            let raw = Arc::new(raw);
+            let raw = match raw {
+                Ok(raw) => Arc::new(raw),
+                Err(e) => {
+                    // Sealed under a key this server does not have: the job
+                    // is retried (the key may be configured meanwhile), then
+                    // dead, never silently dropped.
+                    let step = mailroom_domain::ProcessingStep {
+                        stage: "load".into(),
+                        attempt: job.attempts,
+                        outcome: mailroom_domain::StepOutcome::Error,
+                        started_at_ms: now_ms(),
+                        duration_ms: 0.0,
+                        error: Some(e.to_string()),
+                    };
+                    self.record_failure(job, vec![step], "load", e.to_string())
+                        .await?;
+                    continue;
+                }
+            };
             let ctx = StageContext {
                 message_id: job.message_id.clone(),
                 attempt: job.attempts,

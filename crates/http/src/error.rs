@@ -3,7 +3,8 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use mailroom_app::IngestError;
+use mailroom_app::{IngestError, KeyError};
+use mailroom_security::Scope;
 use mailroom_store::StoreError;
 use serde_json::json;
 
@@ -27,6 +28,20 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 401: no usable credentials. `challenge` is the `WWW-Authenticate`
+    /// header value.
+    #[error("{message}")]
+    Unauthorized { message: String, challenge: String },
+    /// 403: authenticated, but the key lacks the scope the route needs.
+    #[error("this route needs the `{required}` scope; the key has {held}")]
+    Forbidden { required: Scope, held: String },
+    /// 429: a rate limit is exhausted.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the service is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -47,6 +62,11 @@ impl ApiError {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -82,6 +102,19 @@ impl From<IngestError> for ApiError {
     }
 }
 
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::InvalidName(_) | KeyError::Invalid(_) => {
+                ApiError::InvalidParameter(e.to_string())
+            }
+            KeyError::NameTaken(_) => ApiError::Conflict(e.to_string()),
+            KeyError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            KeyError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
@@ -98,10 +131,30 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"code": code, "message": message}})),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Unauthorized { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::Forbidden { required, .. } => {
+                let challenge = format!(
+                    "Bearer realm=\"mailroom\", error=\"insufficient_scope\", scope=\"{required}\""
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
         }
         response
     }

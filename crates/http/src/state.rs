@@ -1,6 +1,8 @@
-use std::{sync::Arc, time::Instant};
+use std::{sync::Arc, time::Duration, time::Instant};
 
-use mailroom_app::{IngestService, WorkerState};
+use ipnet::IpNet;
+use mailroom_app::{AuditLog, IngestService, KeyService, WorkerState};
+use mailroom_ratelimit::RateLimiter;
 use mailroom_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
@@ -15,4 +17,39 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub started: Instant,
     pub pipeline_stages: Vec<&'static str>,
+    pub keys: KeyService,
+    pub audit: AuditLog,
+    /// `None` when rate limiting is switched off.
+    pub limiter: Option<RateLimiter>,
+    pub security: Arc<SecuritySettings>,
+}
+
+/// How the surface is protected (resolved from configuration).
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// false only with `--insecure-no-auth`: every route is open.
+    pub auth_required: bool,
+    /// `/metrics` and `/health/detailed` answer without a key.
+    pub ops_open: bool,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Tokens a refused authentication takes from the client's IP bucket.
+    pub auth_failure_cost: u32,
+    /// Longest a request may take from its headers to its response.
+    pub request_timeout: Duration,
+    /// Browser origins allowed by CORS (empty: CORS closed).
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            auth_required: true,
+            ops_open: true,
+            trusted_proxies: Vec::new(),
+            auth_failure_cost: 10,
+            request_timeout: Duration::from_secs(90),
+            cors_allowed_origins: Vec::new(),
+        }
+    }
 }

@@ -7,9 +7,19 @@
 //! problem, each naming its key and where the value came from, so
 //! `mailroom config validate` can print them all at once.
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use ipnet::IpNet;
 use mailroom_domain::RetryPolicy;
+use mailroom_http::ServeLimits;
+use mailroom_ratelimit::{Quota, RedisFailurePolicy};
+use mailroom_security::{ApiKeySecret, DataKey, Scopes, Secret};
 use mailroom_telemetry::LogFormat;
 
 /// One configurable setting.
@@ -124,7 +134,158 @@ pub const KEYS: &[Key] = &[
         default: Some("false"),
         help: "testing only: honour X-Mailroom-Fault headers",
     },
+    Key {
+        name: "auth.insecure_no_auth",
+        aliases: &[],
+        default: Some("false"),
+        help: "serve every route without an API key (flag --insecure-no-auth); never on a shared network",
+    },
+    Key {
+        name: "auth.api_keys",
+        aliases: &["MAILROOM_API_KEYS"],
+        default: None,
+        help: "secret: comma-separated keys provisioned outside the database, each `KEY` (admin) or `SCOPES:KEY` (read+write:KEY)",
+    },
+    Key {
+        name: "auth.open_ops_endpoints",
+        aliases: &[],
+        default: Some("auto"),
+        help: "serve /metrics and /health/detailed without a key: auto (on loopback binds), true or false",
+    },
+    Key {
+        name: "auth.bootstrap_admin_key",
+        aliases: &[],
+        default: Some("auto"),
+        help: "on first start with no key stored, create an admin key and print it once: auto (on loopback binds), true or false",
+    },
+    Key {
+        name: "http.trusted_proxies",
+        aliases: &[],
+        default: Some(""),
+        help: "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed",
+    },
+    Key {
+        name: "http.cors_allowed_origins",
+        aliases: &[],
+        default: Some(""),
+        help: "comma-separated browser origins allowed by CORS (empty: closed)",
+    },
+    Key {
+        name: "http.max_connections",
+        aliases: &[],
+        default: Some("1024"),
+        help: "open connections at most; more wait in the listen backlog",
+    },
+    Key {
+        name: "http.max_connections_per_ip",
+        aliases: &[],
+        default: Some("256"),
+        help: "open connections at most per client address (trusted proxies exempt)",
+    },
+    Key {
+        name: "http.header_timeout_seconds",
+        aliases: &[],
+        default: Some("10"),
+        help: "time a client has to send a request's headers",
+    },
+    Key {
+        name: "http.request_timeout_seconds",
+        aliases: &[],
+        default: Some("90"),
+        help: "time a request may take, body included, before 408",
+    },
+    Key {
+        name: "http.max_header_bytes",
+        aliases: &[],
+        default: Some("32768"),
+        help: "largest request head (request line and headers) accepted",
+    },
+    Key {
+        name: "rate_limit.enabled",
+        aliases: &[],
+        default: Some("true"),
+        help: "enforce rate limits",
+    },
+    Key {
+        name: "rate_limit.key_per_second",
+        aliases: &[],
+        default: Some("1000"),
+        help: "tokens per second refilled in each API key's bucket",
+    },
+    Key {
+        name: "rate_limit.key_burst",
+        aliases: &[],
+        default: Some("2000"),
+        help: "size of each API key's bucket",
+    },
+    Key {
+        name: "rate_limit.ip_per_second",
+        aliases: &[],
+        default: Some("100"),
+        help: "tokens per second for each client address (open routes, failed authentication)",
+    },
+    Key {
+        name: "rate_limit.ip_burst",
+        aliases: &[],
+        default: Some("200"),
+        help: "size of each client address's bucket",
+    },
+    Key {
+        name: "rate_limit.auth_failure_cost",
+        aliases: &[],
+        default: Some("10"),
+        help: "tokens a refused authentication takes from the client address's bucket",
+    },
+    Key {
+        name: "rate_limit.redis_failure",
+        aliases: &[],
+        default: Some("fail_open"),
+        help: "when Redis is unreachable: fail_open (local limits) or fail_closed (503)",
+    },
+    Key {
+        name: "rate_limit.redis_timeout_ms",
+        aliases: &[],
+        default: Some("100"),
+        help: "longest a Redis round trip may take before it counts as a failure",
+    },
+    Key {
+        name: "redis_url",
+        aliases: &["REDIS_URL"],
+        default: None,
+        help: "secret: redis://HOST:PORT to share rate limits between replicas",
+    },
+    Key {
+        name: "encryption.data_key",
+        aliases: &["MAILROOM_DATA_KEY"],
+        default: None,
+        help: "secret: AES-256 data key (32 bytes, base64 or hex) sealing stored mail",
+    },
+    Key {
+        name: "encryption.previous_keys",
+        aliases: &["MAILROOM_DATA_KEYS_PREVIOUS"],
+        default: None,
+        help: "secret: comma-separated earlier data keys, to read mail sealed before a rotation",
+    },
+    Key {
+        name: "encryption.key_file",
+        aliases: &["MAILROOM_DATA_KEY_FILE"],
+        default: None,
+        help: "file of data keys, one per line, the last current (alternative to data_key; reloaded when it changes)",
+    },
 ];
+
+/// Settings whose values are never printed, logged or audited.
+pub const SECRET_KEYS: &[&str] = &[
+    "auth.api_keys",
+    "redis_url",
+    "encryption.data_key",
+    "encryption.previous_keys",
+];
+
+/// Whether `name` holds a secret.
+pub fn is_secret(name: &str) -> bool {
+    SECRET_KEYS.contains(&name)
+}
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +403,24 @@ impl Layers {
         self.values.get(key)
     }
 
+    /// Every setting's effective value, fit to store and compare between
+    /// starts: secrets appear only as `[set]`, URLs without passwords.
+    pub fn fingerprint(&self) -> BTreeMap<String, String> {
+        self.values
+            .iter()
+            .map(|(key, (value, _))| {
+                let shown = if is_secret(key) {
+                    "[set]".to_string()
+                } else if key.ends_with("database_url") {
+                    mailroom_store::redact(value)
+                } else {
+                    value.clone()
+                };
+                (key.clone(), shown)
+            })
+            .collect()
+    }
+
     /// Types every value; returns the config or every problem found.
     pub fn resolve(&self) -> Result<Config, Vec<Problem>> {
         let mut r = Resolver {
@@ -329,6 +508,7 @@ impl Layers {
                 .ranged("queue.poll_interval_ms", 10, 60_000)
                 .map(Duration::from_millis),
             fault_injection: r.parse::<bool>("fault_injection", "true or false"),
+            security: resolve_security(&mut r),
         };
         if let (Some(one), Some(all)) = (config.max_message_bytes, config.max_inflight_bytes) {
             if all < one {
@@ -341,7 +521,11 @@ impl Layers {
             }
         }
         if r.problems.is_empty() {
-            config.complete().ok_or_else(|| {
+            let fingerprint = self.fingerprint();
+            config.complete().map(|mut c| {
+                c.fingerprint = fingerprint;
+                c
+            }).ok_or_else(|| {
                 vec![Problem {
                     key: "config".into(),
                     message: "incomplete configuration".into(),
@@ -349,6 +533,268 @@ impl Layers {
             })
         } else {
             Err(r.problems)
+        }
+    }
+}
+
+/// `auto`, `true` or `false`: a behaviour that by default depends on
+/// whether the server listens on loopback only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    Auto,
+    On,
+    Off,
+}
+
+impl Switch {
+    /// The decision for a server bound to `bind`.
+    pub fn decide(self, bind: &SocketAddr) -> bool {
+        match self {
+            Switch::Auto => bind.ip().is_loopback(),
+            Switch::On => true,
+            Switch::Off => false,
+        }
+    }
+}
+
+/// Where the data keys come from.
+#[derive(Debug, Clone)]
+pub enum DataKeySource {
+    /// No key: mail is stored in the clear (and the server says so).
+    None,
+    /// `MAILROOM_DATA_KEY` (+ `MAILROOM_DATA_KEYS_PREVIOUS`).
+    Inline {
+        current: Secret<String>,
+        previous: Vec<Secret<String>>,
+    },
+    /// A key file (one key per line, the last current).
+    File(PathBuf),
+}
+
+/// The rate limits when enabled.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub key: Quota,
+    pub ip: Quota,
+    pub on_redis_failure: RedisFailurePolicy,
+    pub redis_timeout: Duration,
+}
+
+/// How every surface is protected.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    pub insecure_no_auth: bool,
+    /// Keys provisioned in configuration (`MAILROOM_API_KEYS`).
+    pub api_keys: Vec<(ApiKeySecret, Scopes)>,
+    pub open_ops_endpoints: Switch,
+    pub bootstrap_admin_key: Switch,
+    pub trusted_proxies: Vec<IpNet>,
+    pub cors_allowed_origins: Vec<String>,
+    pub serve_limits: ServeLimits,
+    pub request_timeout: Duration,
+    /// `None` when rate limiting is off.
+    pub rate_limit: Option<RateLimitSettings>,
+    pub auth_failure_cost: u32,
+    pub redis_url: Option<Secret<String>>,
+    pub data_keys: DataKeySource,
+}
+
+fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
+    let switch = |r: &mut Resolver<'_>, key: &str| {
+        r.string(key).and_then(|v| match v.as_str() {
+            "auto" => Some(Switch::Auto),
+            "true" => Some(Switch::On),
+            "false" => Some(Switch::Off),
+            other => {
+                r.problem(key, format!("`{other}` is not auto, true or false"));
+                None
+            }
+        })
+    };
+    let list = |r: &mut Resolver<'_>, key: &str| -> Vec<String> {
+        r.string(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut trusted_proxies = Vec::new();
+    for item in list(r, "http.trusted_proxies") {
+        let parsed = item
+            .parse::<IpNet>()
+            .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => r.problem(
+                "http.trusted_proxies",
+                format!("`{item}` is not an IP address or CIDR"),
+            ),
+        }
+    }
+    let cors_allowed_origins = list(r, "http.cors_allowed_origins");
+    for origin in &cors_allowed_origins {
+        let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+            && !origin.ends_with('/')
+            && axum::http::HeaderValue::from_str(origin).is_ok();
+        if !ok {
+            r.problem(
+                "http.cors_allowed_origins",
+                format!("`{origin}` is not an origin such as https://app.example.com"),
+            );
+        }
+    }
+    let api_keys = configured_api_keys(r);
+    let rate_limit_enabled = r.parse::<bool>("rate_limit.enabled", "true or false");
+    let key = quota(r, "rate_limit.key_per_second", "rate_limit.key_burst");
+    let ip = quota(r, "rate_limit.ip_per_second", "rate_limit.ip_burst");
+    let on_redis_failure = r.string("rate_limit.redis_failure").and_then(|v| {
+        v.parse::<RedisFailurePolicy>()
+            .map_err(|e| r.problem("rate_limit.redis_failure", e))
+            .ok()
+    });
+    let redis_timeout = r
+        .ranged("rate_limit.redis_timeout_ms", 1, 10_000)
+        .map(Duration::from_millis);
+    let redis_url = r.string("redis_url");
+    if let Some(url) = &redis_url {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            r.problem("redis_url", "expected redis://HOST:PORT (or rediss://, unix://)".into());
+        }
+    }
+    let data_keys = data_key_source(r);
+    // Every value is read (and every problem recorded) before any is
+    // required.
+    let max_connections = r.ranged("http.max_connections", 1, 1_000_000);
+    let max_connections_per_ip = r.ranged("http.max_connections_per_ip", 1, 1_000_000);
+    let header_timeout = r.ranged("http.header_timeout_seconds", 1, 3600);
+    let max_header_bytes = r.ranged("http.max_header_bytes", 8192, 1 << 20);
+    let request_timeout = r.ranged("http.request_timeout_seconds", 1, 86_400);
+    let auth_failure_cost = r.ranged("rate_limit.auth_failure_cost", 1, 10_000);
+    let insecure_no_auth = r.parse::<bool>("auth.insecure_no_auth", "true or false");
+    let open_ops_endpoints = switch(r, "auth.open_ops_endpoints");
+    let bootstrap_admin_key = switch(r, "auth.bootstrap_admin_key");
+    let rate_limit = match rate_limit_enabled? {
+        true => Some(RateLimitSettings {
+            key: key?,
+            ip: ip?,
+            on_redis_failure: on_redis_failure?,
+            redis_timeout: redis_timeout?,
+        }),
+        false => None,
+    };
+    Some(SecurityConfig {
+        insecure_no_auth: insecure_no_auth?,
+        api_keys,
+        open_ops_endpoints: open_ops_endpoints?,
+        bootstrap_admin_key: bootstrap_admin_key?,
+        serve_limits: ServeLimits {
+            max_connections: max_connections? as usize,
+            max_connections_per_ip: max_connections_per_ip? as usize,
+            header_timeout: Duration::from_secs(header_timeout?),
+            max_header_bytes: max_header_bytes? as usize,
+            max_headers: 100,
+            trusted_proxies: trusted_proxies.clone(),
+        },
+        trusted_proxies,
+        cors_allowed_origins,
+        request_timeout: Duration::from_secs(request_timeout?),
+        rate_limit,
+        auth_failure_cost: auth_failure_cost? as u32,
+        redis_url: redis_url.map(Secret::new),
+        data_keys: data_keys?,
+    })
+}
+
+fn quota(r: &mut Resolver<'_>, rate_key: &str, burst_key: &str) -> Option<Quota> {
+    let per_second = r.ranged(rate_key, 1, 1_000_000);
+    let burst = r.ranged(burst_key, 1, 10_000_000);
+    Some(Quota {
+        per_second: per_second? as u32,
+        burst: burst? as u32,
+    })
+}
+
+/// `MAILROOM_API_KEYS`: `KEY` or `SCOPES:KEY` entries, comma-separated.
+/// Problems name the entry by position, never by value.
+fn configured_api_keys(r: &mut Resolver<'_>) -> Vec<(ApiKeySecret, Scopes)> {
+    let Some(raw) = r.string("auth.api_keys") else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for (i, entry) in raw.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        let (scopes, secret) = match entry.split_once(':') {
+            Some((scopes, secret)) => match scopes.parse::<Scopes>() {
+                Ok(s) => (s, secret),
+                Err(e) => {
+                    r.problem("auth.api_keys", format!("entry {}: {e}", i + 1));
+                    continue;
+                }
+            },
+            None => (Scopes::admin(), entry),
+        };
+        match ApiKeySecret::configured(secret) {
+            Ok(key) => keys.push((key, scopes)),
+            Err(e) => r.problem("auth.api_keys", format!("entry {}: {e}", i + 1)),
+        }
+    }
+    keys
+}
+
+fn data_key_source(r: &mut Resolver<'_>) -> Option<DataKeySource> {
+    let inline = r.string("encryption.data_key");
+    let previous = r.string("encryption.previous_keys");
+    let file = r.string("encryption.key_file");
+    let check = |r: &mut Resolver<'_>, key: &str, material: &str| {
+        if let Err(e) = DataKey::parse(material) {
+            r.problem(key, e.to_string());
+        }
+    };
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            r.problem(
+                "encryption.key_file",
+                "set either encryption.data_key or encryption.key_file, not both".into(),
+            );
+            None
+        }
+        (Some(current), None) => {
+            check(r, "encryption.data_key", &current);
+            let previous: Vec<Secret<String>> = previous
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| Secret::new(k.to_string()))
+                .collect();
+            for old in &previous {
+                check(r, "encryption.previous_keys", old.expose());
+            }
+            Some(DataKeySource::Inline {
+                current: Secret::new(current),
+                previous,
+            })
+        }
+        (None, Some(path)) => {
+            if previous.is_some() {
+                r.problem(
+                    "encryption.previous_keys",
+                    "with a key file, list earlier keys in the file (the last line is current)"
+                        .into(),
+                );
+            }
+            Some(DataKeySource::File(PathBuf::from(path)))
+        }
+        (None, None) => {
+            if previous.is_some() {
+                r.problem(
+                    "encryption.previous_keys",
+                    "earlier keys without a current encryption.data_key".into(),
+                );
+            }
+            Some(DataKeySource::None)
         }
     }
 }
@@ -471,6 +917,7 @@ struct PartialConfig {
     batch_size: Option<u32>,
     poll_interval: Option<Duration>,
     fault_injection: Option<bool>,
+    security: Option<SecurityConfig>,
 }
 
 /// The resolved configuration.
@@ -492,6 +939,10 @@ pub struct Config {
     pub batch_size: u32,
     pub poll_interval: Duration,
     pub fault_injection: bool,
+    pub security: SecurityConfig,
+    /// Every setting, secrets masked: compared between starts to audit
+    /// configuration changes.
+    pub fingerprint: BTreeMap<String, String>,
 }
 
 impl PartialConfig {
@@ -512,6 +963,8 @@ impl PartialConfig {
             batch_size: self.batch_size?,
             poll_interval: self.poll_interval?,
             fault_injection: self.fault_injection?,
+            security: self.security?,
+            fingerprint: BTreeMap::new(),
         })
     }
 }

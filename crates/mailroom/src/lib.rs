@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod import;
+pub mod keys_cli;
 pub mod server;

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use mailroom::{
     config::{Config, Layers, KEYS},
-    import, server,
+    import, keys_cli, server,
 };
 use mailroom_app::IngestService;
 
@@ -40,6 +40,14 @@ enum Command {
         /// Worker count (env WORKERS / MAILROOM_WORKERS; default: cores).
         #[arg(long, value_name = "N")]
         workers: Option<String>,
+        /// Serve every route without an API key. Never on a shared network.
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
+    /// API keys (create, list, revoke, rotate) and data keys (generate, rotate).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -59,6 +67,48 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Issue a key; prints it once on stdout (its description on stderr).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: read, write, admin (admin includes read and write).
+        #[arg(long, value_name = "SCOPES")]
+        scopes: String,
+        /// Lifetime such as 90d, 12h (default: never expires).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// Every key: name, prefix, scopes, status, created, expires, last used.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke at once, by id, prefix or name (a name revokes every live key of that name).
+    Revoke {
+        #[arg(value_name = "ID|PREFIX|NAME")]
+        key: String,
+    },
+    /// Issue a successor; the old key keeps working for the overlap.
+    Rotate {
+        #[arg(value_name = "ID|PREFIX|NAME")]
+        key: String,
+        /// How long the old key keeps working (default 24h).
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        overlap: String,
+    },
+    /// Print a fresh AES-256 data key (base64) for MAILROOM_DATA_KEY or a key file.
+    GenerateDataKey,
+    /// Re-encrypt all stored mail under the current data key, while servers run.
+    RotateDataKey {
+        /// First add a new key to the key file (it becomes current).
+        #[arg(long)]
+        new_key: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Check the configuration (file + environment) and print every problem.
     Validate,
@@ -73,9 +123,28 @@ fn main() -> ExitCode {
     });
     layers.set_flag("database_url", "--database-url", cli.database_url.clone());
     layers.set_flag("log_format", "--log-format", cli.log_format.clone());
-    if let Command::Serve { bind, workers } = &cli.command {
+    if let Command::Serve {
+        bind,
+        workers,
+        insecure_no_auth,
+    } = &cli.command
+    {
         layers.set_flag("bind", "--bind", bind.clone());
         layers.set_flag("workers", "--workers", workers.clone());
+        if *insecure_no_auth {
+            layers.set_flag(
+                "auth.insecure_no_auth",
+                "--insecure-no-auth",
+                Some("true".into()),
+            );
+        }
+    }
+    if let Command::Keys {
+        command: KeysCommand::GenerateDataKey,
+    } = &cli.command
+    {
+        keys_cli::generate_data_key();
+        return ExitCode::SUCCESS;
     }
 
     if let Command::Config { command } = &cli.command {
@@ -83,11 +152,15 @@ fn main() -> ExitCode {
             ConfigCommand::Validate => validate(&layers),
             ConfigCommand::Keys => {
                 for key in KEYS {
+                    let mut env = mailroom::config::env_name(key.name);
+                    if let Some(alias) = key.aliases.iter().find(|a| a.starts_with("MAILROOM_")) {
+                        env = format!("{alias} | {env}");
+                    }
                     println!(
-                        "{:<28} {:<34} default {:<28} {}",
+                        "{:<28} {:<34} default {:<12} {}",
                         key.name,
-                        mailroom::config::env_name(key.name),
-                        key.default.unwrap_or("-"),
+                        env,
+                        key.default.filter(|d| !d.is_empty()).unwrap_or("-"),
                         key.help
                     );
                 }
@@ -148,6 +221,31 @@ fn validate(layers: &Layers) -> ExitCode {
                 mailroom_store_redacted(&c.database_url)
             );
             println!("  workers = {}", c.workers);
+            let s = &c.security;
+            println!(
+                "  auth = {}",
+                if s.insecure_no_auth {
+                    "DISABLED (--insecure-no-auth)".to_string()
+                } else {
+                    format!("api keys ({} provisioned in configuration)", s.api_keys.len())
+                }
+            );
+            println!(
+                "  rate_limit = {}",
+                match (&s.rate_limit, &s.redis_url) {
+                    (None, _) => "off".to_string(),
+                    (Some(r), None) => format!("memory (key {}/s burst {}, ip {}/s burst {})", r.key.per_second, r.key.burst, r.ip.per_second, r.ip.burst),
+                    (Some(r), Some(_)) => format!("redis, {} (key {}/s burst {}, ip {}/s burst {})", r.on_redis_failure.as_str(), r.key.per_second, r.key.burst, r.ip.per_second, r.ip.burst),
+                }
+            );
+            println!(
+                "  encryption = {}",
+                match &s.data_keys {
+                    mailroom::config::DataKeySource::None => "DISABLED (no data key)".to_string(),
+                    mailroom::config::DataKeySource::Inline { previous, .. } => format!("AES-256-GCM, key from MAILROOM_DATA_KEY ({} previous)", previous.len()),
+                    mailroom::config::DataKeySource::File(p) => format!("AES-256-GCM, keys from {}", p.display()),
+                }
+            );
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -195,6 +293,28 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     ExitCode::SUCCESS
                 },
             )
+        }
+        Command::Keys { command } => {
+            let store = server::open_store(&config).await?;
+            let keys = keys_cli::service(&store, &config);
+            let result = match command {
+                KeysCommand::Create {
+                    name,
+                    scopes,
+                    expires,
+                } => keys_cli::create(&keys, &name, &scopes, expires.as_deref()).await,
+                KeysCommand::List { json } => keys_cli::list(&keys, json).await,
+                KeysCommand::Revoke { key } => keys_cli::revoke(&keys, &key).await,
+                KeysCommand::Rotate { key, overlap } => {
+                    keys_cli::rotate(&keys, &key, &overlap).await
+                }
+                KeysCommand::RotateDataKey { new_key } => {
+                    keys_cli::rotate_data_key(&store, &config, new_key).await
+                }
+                KeysCommand::GenerateDataKey => Ok(()),
+            };
+            store.close().await;
+            result.map(|()| ExitCode::SUCCESS)
         }
         Command::Config { .. } => Ok(ExitCode::SUCCESS),
     }

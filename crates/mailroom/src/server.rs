@@ -2,22 +2,31 @@
 //! until a shutdown signal, draining in-flight work.
 
 use std::{
-    future::{Future, IntoFuture},
+    future::Future,
     net::SocketAddr,
+    path::PathBuf,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context;
-use mailroom_app::{IngestService, Pipeline, WorkerConfig, WorkerPool, WorkerState};
-use mailroom_http::AppState;
+use mailroom_app::{
+    actions, AuditLog, IngestService, IssuedKey, KeyService, Pipeline, WorkerConfig, WorkerPool,
+    WorkerState,
+};
+use mailroom_http::{AppState, SecuritySettings, ServeLimits};
+use mailroom_ratelimit::{LimiterConfig, RateLimiter};
+use mailroom_security::{DataKey, Keyring};
 use mailroom_store::{Store, StoreOptions};
+use serde_json::json;
 use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, DataKeySource};
 
-/// Opens the store described by `config` and applies migrations.
+/// Opens the store described by `config`, applies migrations and installs
+/// the data keys, so every command (serve, import, keys) seals mail alike.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let mut options = StoreOptions::new(&config.database_url);
     options.read_url = config.read_database_url.clone();
@@ -34,7 +43,36 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         .migrate()
         .await
         .context("applying database migrations")?;
+    install_data_keys(&store, &config.security.data_keys)?;
     Ok(store)
+}
+
+fn read_key_file(path: &PathBuf) -> Result<Keyring, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    Keyring::from_key_file(&text).map_err(|e| format!("key file {}: {e}", path.display()))
+}
+
+fn install_data_keys(store: &Store, source: &DataKeySource) -> anyhow::Result<()> {
+    match source {
+        DataKeySource::None => store.set_keyring(None),
+        DataKeySource::Inline { current, previous } => {
+            let current = DataKey::parse(current.expose()).context("encryption.data_key")?;
+            let previous = previous
+                .iter()
+                .map(|k| DataKey::parse(k.expose()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("encryption.previous_keys")?;
+            store.set_keyring(Some(Keyring::new(current, previous)));
+        }
+        DataKeySource::File(path) => {
+            let ring = read_key_file(path).map_err(anyhow::Error::msg)?;
+            store.set_keyring(Some(ring));
+            let path = path.clone();
+            store.set_keyring_reloader(Box::new(move || read_key_file(&path)));
+        }
+    }
+    Ok(())
 }
 
 /// A built, listening application: the HTTP server and the worker pool.
@@ -47,12 +85,50 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects, migrates, starts the workers and binds the listener (port 0
-    /// picks a free port; see [`Application::local_addr`]).
+    /// Connects, migrates, checks the protection settings, starts the
+    /// workers and binds the listener (port 0 picks a free port; see
+    /// [`Application::local_addr`]).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
         let metrics = mailroom_telemetry::metrics_handle()?;
         let store = open_store(&config).await?;
+        match store.keyring() {
+            Some(ring) => info!(current_key = %ring.current_id(), keys = ring.key_ids().len(), "encryption at rest: AES-256-GCM"),
+            None => warn!("ENCRYPTION AT REST IS DISABLED: raw messages and bodies are stored in the clear; set MAILROOM_DATA_KEY or encryption.key_file"),
+        }
+        let audit = AuditLog::start(store.clone());
+        let keys = KeyService::new(
+            store.clone(),
+            audit.clone(),
+            config.security.api_keys.clone(),
+        );
+        audit_configuration_change(&store, &audit, &config).await?;
+        let auth_required = !config.security.insecure_no_auth;
+        if auth_required {
+            ensure_a_key(&keys, &config).await?;
+        } else {
+            warn!(bind = %config.bind, "AUTHENTICATION IS DISABLED (--insecure-no-auth): every route is open to whoever can reach this address");
+        }
+        let limiter = match &config.security.rate_limit {
+            Some(limits) => Some(
+                RateLimiter::new(LimiterConfig {
+                    key: limits.key,
+                    ip: limits.ip,
+                    redis_url: config
+                        .security
+                        .redis_url
+                        .as_ref()
+                        .map(|u| u.expose().clone()),
+                    on_redis_failure: limits.on_redis_failure,
+                    redis_timeout: limits.redis_timeout,
+                })
+                .context("rate limiter")?,
+            ),
+            None => {
+                warn!("rate limiting is disabled (rate_limit.enabled = false)");
+                None
+            }
+        };
         let wake = Arc::new(Notify::new());
         let workers = Arc::new(WorkerState::default());
         let pipeline = Pipeline::standard(config.fault_injection);
@@ -88,11 +164,24 @@ impl Application {
             metrics,
             started,
             pipeline_stages: pipeline.stage_names(),
+            keys,
+            audit,
+            limiter,
+            security: Arc::new(SecuritySettings {
+                auth_required,
+                ops_open: config.security.open_ops_endpoints.decide(&config.bind),
+                trusted_proxies: config.security.trusted_proxies.clone(),
+                auth_failure_cost: config.security.auth_failure_cost,
+                request_timeout: config.security.request_timeout,
+                cors_allowed_origins: config.security.cors_allowed_origins.clone(),
+            }),
         };
         info!(
             addr = %listener.local_addr()?,
             database = store.backend().as_str(),
             workers = config.workers,
+            auth = if auth_required { "api-key" } else { "disabled" },
+            rate_limit = state.limiter.as_ref().map(|_| if config.security.redis_url.is_some() { "redis" } else { "memory" }).unwrap_or("off"),
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "listening"
         );
@@ -109,6 +198,11 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// The key service (tests issue their keys through it).
+    pub fn keys(&self) -> &KeyService {
+        &self.state.keys
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting requests,
     /// lets the workers finish their batches within the grace period and
     /// closes the database.
@@ -116,18 +210,28 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = tokio_util::sync::CancellationToken::new();
+        let stop = CancellationToken::new();
         let trigger = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
             trigger.cancel();
         });
+        tokio::spawn(maintenance(
+            self.state.clone(),
+            self.config.security.data_keys.clone(),
+            stop.clone(),
+        ));
         let router = mailroom_http::router(self.state);
-        let http = tokio::spawn(
-            axum::serve(self.listener, router)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
-        );
+        let limits = ServeLimits {
+            trusted_proxies: self.config.security.trusted_proxies.clone(),
+            ..self.config.security.serve_limits.clone()
+        };
+        let http = tokio::spawn(mailroom_http::serve(
+            self.listener,
+            router,
+            limits,
+            stop.clone(),
+        ));
         stop.cancelled().await;
         // HTTP and workers drain together, under one deadline: no new
         // requests, no new jobs, and at most one grace period in all.
@@ -151,6 +255,123 @@ impl Application {
         self.store.close().await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Secure by default: a server that requires keys must have one. On first
+/// start with no key stored it can issue an admin key (printed once); a
+/// server reachable from other machines refuses to start without any.
+async fn ensure_a_key(keys: &KeyService, config: &Config) -> anyhow::Result<()> {
+    if keys.usable_count().await? > 0 {
+        return Ok(());
+    }
+    if config.security.bootstrap_admin_key.decide(&config.bind) {
+        if let Some(issued) = keys.bootstrap_admin().await? {
+            print_bootstrap_key(&issued);
+            info!(key_prefix = %issued.info.prefix, "bootstrap admin key created; shown once on standard output");
+        }
+    }
+    if keys.usable_count().await? > 0 {
+        return Ok(());
+    }
+    if !config.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {}: no usable API key exists, so the API would be unusable and the server unprotected. \
+             Create one with `mailroom keys create --name admin --scopes admin`, provision MAILROOM_API_KEYS, \
+             set auth.bootstrap_admin_key = true, or (never on a shared network) pass --insecure-no-auth",
+            config.bind
+        );
+    }
+    warn!("no usable API key exists: protected routes answer 401; create one with `mailroom keys create --name NAME --scopes read,write,admin`");
+    Ok(())
+}
+
+fn print_bootstrap_key(issued: &IssuedKey) {
+    println!(
+        "\n  mailroom created its first API key (name bootstrap-admin, scope admin).\n  It is shown this once and stored only as a hash:\n\n    {}\n\n  Send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.\n  Issue narrower keys with `mailroom keys create`, then `mailroom keys revoke bootstrap-admin`.\n",
+        issued.secret.expose()
+    );
+}
+
+const CONFIG_STATE: &str = "config_fingerprint";
+
+/// Records in the audit log which settings changed since the last start
+/// (secrets as `[set]` only).
+async fn audit_configuration_change(
+    store: &Store,
+    audit: &AuditLog,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let now = serde_json::to_value(&config.fingerprint)?;
+    let before: serde_json::Value = store
+        .state_value(CONFIG_STATE)
+        .await?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_else(|| json!({}));
+    if before == now {
+        return Ok(());
+    }
+    let mut changed = Vec::new();
+    for (key, value) in &config.fingerprint {
+        let old = before.get(key).and_then(|v| v.as_str());
+        if old != Some(value.as_str()) {
+            changed.push(json!({"key": key, "from": old, "to": value}));
+        }
+    }
+    if let Some(old) = before.as_object() {
+        for key in old.keys().filter(|k| !config.fingerprint.contains_key(*k)) {
+            changed.push(json!({"key": key, "from": old[key], "to": null}));
+        }
+    }
+    audit
+        .record(AuditLog::event(
+            &mailroom_app::Actor::system(),
+            actions::CONFIG_CHANGE,
+            "success",
+            None,
+            Some(json!({"changed": changed})),
+        ))
+        .await?;
+    store
+        .set_state_value(CONFIG_STATE, &now.to_string(), mailroom_app::now_ms())
+        .await?;
+    info!(settings = changed.len(), "configuration changed since the last start (audited)");
+    Ok(())
+}
+
+/// Background upkeep: reload a changed key file, forget idle rate-limit
+/// buckets.
+async fn maintenance(state: AppState, data_keys: DataKeySource, stop: CancellationToken) {
+    let key_file = match &data_keys {
+        DataKeySource::File(path) => Some(path.clone()),
+        _ => None,
+    };
+    let modified = |path: &PathBuf| -> Option<SystemTime> {
+        std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    };
+    let mut seen = key_file.as_ref().and_then(modified);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if let Some(path) = &key_file {
+            let now = modified(path);
+            if now != seen {
+                seen = now;
+                if let Err(e) = state.store.reload_keyring() {
+                    warn!(error = %e, "the key file changed but could not be loaded; keeping the keys in use");
+                }
+            }
+        }
+        if ticks % 60 == 0 {
+            if let Some(limiter) = &state.limiter {
+                limiter.sweep();
+            }
+        }
     }
 }
 

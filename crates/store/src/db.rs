@@ -6,7 +6,7 @@ use sqlx::{
     AnyPool, ConnectOptions, Executor,
 };
 
-use crate::{gate::WriteGate, StoreError};
+use crate::{gate::WriteGate, sealing::Sealing, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -80,6 +80,8 @@ pub struct Store {
     /// `read` is its own pool (SQLite readers, a PostgreSQL replica) rather
     /// than a clone of `write`.
     separate_read: bool,
+    /// The data keys sealing mail at rest (none: stored in the clear).
+    pub(crate) sealing: Arc<Sealing>,
 }
 
 /// Result of a health probe of the database.
@@ -112,6 +114,7 @@ impl Store {
                     read,
                     gate: Arc::new(WriteGate::new(true)),
                     separate_read: true,
+                    sealing: Arc::default(),
                 })
             }
             Backend::Postgres => {
@@ -133,6 +136,7 @@ impl Store {
                     read,
                     gate: Arc::new(WriteGate::new(false)),
                     separate_read: options.read_url.is_some(),
+                    sealing: Arc::default(),
                 })
             }
         }
@@ -217,6 +221,18 @@ impl Store {
                     .fetch_all(&self.read)
                     .await;
             }
+        }
+        Ok(())
+    }
+
+    /// Copies the whole WAL into the database file and empties it, so
+    /// content that was overwritten or deleted is gone from disk too. A
+    /// no-op on PostgreSQL.
+    pub async fn truncate_wal(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_all(&self.write)
+                .await?;
         }
         Ok(())
     }

@@ -15,6 +15,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A sealed record could not be opened (key missing, data altered).
+    #[error("cannot open an encrypted record: {0}")]
+    Sealing(#[from] mailroom_security::SecurityError),
+    #[error("cannot load the data keys: {0}")]
+    Keyring(String),
     /// A group-committed batch failed; every member gets this copy.
     #[error("database error: {message}")]
     BatchFailed { message: String, unavailable: bool },

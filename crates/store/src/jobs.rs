@@ -13,7 +13,7 @@ use mailroom_domain::{
 use serde::Serialize;
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 
-use crate::{messages::parse_id, Backend, Store, StoreError};
+use crate::{messages::parse_id, sealing::view_aad, Backend, Store, StoreError};
 
 /// A job handed to a worker.
 #[derive(Debug, Clone)]
@@ -150,6 +150,12 @@ impl Store {
     /// lost meanwhile is skipped (its new holder will record it); the
     /// returned flags say which were recorded.
     pub async fn complete_jobs(&self, done: &[CompletedJob]) -> Result<Vec<bool>, StoreError> {
+        // Serialise (and seal) outside the write turn: CPU work never holds
+        // SQLite's single writer.
+        let stored_views = done
+            .iter()
+            .map(|d| self.stored_view(&d.job.message_id, &d.view))
+            .collect::<Result<Vec<_>, _>>()?;
         let _turn = self.gate.background().await;
         let mut tx = self.write.begin().await?;
         // Fence: only jobs still leased under their token are ours to finish.
@@ -172,9 +178,10 @@ impl Store {
             }
             still_ours.extend(query.fetch_all(&mut *tx).await?);
         }
-        let ours: Vec<&CompletedJob> = done
+        let ours: Vec<(&CompletedJob, &StoredView)> = done
             .iter()
-            .filter(|d| still_ours.contains(&d.job.job_id))
+            .zip(&stored_views)
+            .filter(|(d, _)| still_ours.contains(&d.job.job_id))
             .collect();
         let recorded = done
             .iter()
@@ -185,12 +192,13 @@ impl Store {
         for chunk in ours.chunks(UPDATE_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "UPDATE messages SET status = 'processed', processed_at = v.column2, processing_ms = v.column3, \
-                 from_addr = v.column4, subject = v.column5, date_unix = v.column6, text_body = v.column7, view_json = v.column8 \
+                 from_addr = v.column4, subject = v.column5, date_unix = v.column6, text_body = v.column7, view_json = v.column8, \
+                 sealed_view = v.column9, sealed_key_id = v.column10 \
                  FROM (VALUES {}) AS v WHERE messages.id = v.column1",
-                value_rows(chunk.len(), 8)
+                value_rows(chunk.len(), 10)
             );
             let mut query = sqlx::query(&sql);
-            for item in chunk {
+            for (item, stored) in chunk {
                 query = query
                     .bind(item.job.message_id.as_str())
                     .bind(item.finished_at_ms)
@@ -204,14 +212,16 @@ impl Store {
                     )
                     .bind(item.view.subject.as_deref())
                     .bind(item.view.date_unix)
-                    .bind(item.view.text_body.as_str())
-                    .bind(view_json_without_body(&item.view)?);
+                    .bind(stored.text_body.as_deref())
+                    .bind(stored.view_json.as_deref())
+                    .bind(stored.sealed.as_ref().map(|(bytes, _)| bytes.as_slice()))
+                    .bind(stored.sealed.as_ref().map(|(_, key)| key.as_str()));
             }
             query.execute(&mut *tx).await?;
         }
         let steps: Vec<_> = ours
             .iter()
-            .flat_map(|item| item.steps.iter().map(|s| (&item.job.message_id, s)))
+            .flat_map(|(item, _)| item.steps.iter().map(|s| (&item.job.message_id, s)))
             .collect();
         insert_steps(&mut tx, &steps).await?;
         tx.commit().await?;
@@ -360,17 +370,43 @@ async fn release_lease(
     Ok(affected == 1)
 }
 
-/// The parsed view as stored: everything but the text body, which has its
-/// own column so it is written once and searchable.
-fn view_json_without_body(view: &MessageView) -> Result<String, StoreError> {
-    let mut value = serde_json::to_value(view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if let Some(map) = value.as_object_mut() {
-        map.remove("text_body");
-    }
-    serde_json::to_string(&value).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// A parsed view as it will be written: in the clear (JSON without the
+/// body + the body in its own searchable column) or sealed whole.
+pub(crate) struct StoredView {
+    pub(crate) text_body: Option<String>,
+    pub(crate) view_json: Option<String>,
+    pub(crate) sealed: Option<(Vec<u8>, String)>,
 }
 
-/// Messages per batched completion UPDATE (8 parameters each).
+impl Store {
+    pub(crate) fn stored_view(
+        &self,
+        id: &MessageId,
+        view: &MessageView,
+    ) -> Result<StoredView, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        if let Some(ring) = self.keyring() {
+            let json = serde_json::to_vec(view).map_err(corrupt)?;
+            let sealed = ring.seal(&view_aad(id.as_str()), &json);
+            return Ok(StoredView {
+                text_body: None,
+                view_json: None,
+                sealed: Some((sealed.bytes, sealed.key_id.to_string())),
+            });
+        }
+        let mut value = serde_json::to_value(view).map_err(corrupt)?;
+        if let Some(map) = value.as_object_mut() {
+            map.remove("text_body");
+        }
+        Ok(StoredView {
+            text_body: Some(view.text_body.clone()),
+            view_json: Some(serde_json::to_string(&value).map_err(corrupt)?),
+            sealed: None,
+        })
+    }
+}
+
+/// Messages per batched completion UPDATE (10 parameters each).
 const UPDATE_ROWS_PER_STATEMENT: usize = 200;
 
 /// Rows per multi-row INSERT: 7 parameters each stays far below SQLite's

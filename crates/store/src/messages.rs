@@ -3,6 +3,7 @@ use sqlx::{any::AnyRow, Row};
 
 use crate::{
     jobs::{placeholders, value_rows},
+    sealing::{view_aad, StoredRaw},
     Store, StoreError,
 };
 
@@ -13,7 +14,8 @@ pub struct NewMessage {
     pub content_hash: String,
     pub header_message_id: Option<String>,
     pub source: &'static str,
-    pub raw: Vec<u8>,
+    /// The bytes as stored: see [`Store::stored_raw`].
+    pub raw: StoredRaw,
     pub received_at_ms: i64,
 }
 
@@ -83,6 +85,10 @@ const INSERT_ROWS_PER_STATEMENT: usize = 200;
 const SUMMARY_COLUMNS: &str =
     "id, status, source, size_bytes, received_at, processed_at, from_addr, subject, header_message_id";
 
+/// The parsed view is stored either in the clear (`view_json` without the
+/// body + `text_body`, searchable in SQL) or sealed whole (`sealed_view`).
+const VIEW_COLUMNS: &str = "view_json, text_body, sealed_view";
+
 impl Store {
     /// Stores several messages with their jobs in one transaction (group
     /// commit): all are durable when this returns Ok, none when it fails.
@@ -123,12 +129,15 @@ impl Store {
             .collect();
         for chunk in stored.chunks(INSERT_ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO message_raw (message_id, raw) VALUES {}",
-                value_rows(chunk.len(), 2)
+                "INSERT INTO message_raw (message_id, raw, key_id) VALUES {}",
+                value_rows(chunk.len(), 3)
             );
             let mut query = sqlx::query(&sql);
             for new in chunk {
-                query = query.bind(new.id.as_str()).bind(new.raw.as_slice());
+                query = query
+                    .bind(new.id.as_str())
+                    .bind(new.raw.bytes.as_slice())
+                    .bind(new.raw.key_id.as_deref());
             }
             query.execute(&mut *tx).await?;
             let rows: Vec<String> = (0..chunk.len())
@@ -182,59 +191,51 @@ impl Store {
     }
 
     /// Raw bytes of every message leased under `token`, read in one query
-    /// from the primary (a replica may not have the lease yet).
+    /// from the primary (a replica may not have the lease yet). Each
+    /// message is opened on its own: one that cannot be decrypted fails
+    /// alone, not the batch.
+    #[allow(clippy::type_complexity)]
     pub async fn leased_raw_messages(
         &self,
         token: &str,
-    ) -> Result<Vec<(MessageId, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<(MessageId, Result<Vec<u8>, StoreError>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.message_id, r.raw FROM message_raw r JOIN jobs j ON j.message_id = r.message_id WHERE j.lease_token = $1",
+            "SELECT r.message_id, r.raw, r.key_id FROM message_raw r JOIN jobs j ON j.message_id = r.message_id WHERE j.lease_token = $1",
         )
         .bind(token)
         .fetch_all(self.primary())
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    parse_id(&r.try_get::<String, _>("message_id")?)?,
-                    r.try_get::<Vec<u8>, _>("raw")?,
-                ))
+                let id: String = r.try_get("message_id")?;
+                let raw = self.open_raw(&id, r.try_get("raw")?, r.try_get("key_id")?);
+                Ok((parse_id(&id)?, raw))
             })
             .collect()
     }
 
-    /// Raw bytes of a message, as received.
+    /// Raw bytes of a message, as received (opened if sealed).
     pub async fn raw_message(&self, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT raw FROM message_raw WHERE message_id = $1")
+        let row: Option<(Vec<u8>, Option<String>)> =
+            sqlx::query_as("SELECT raw, key_id FROM message_raw WHERE message_id = $1")
                 .bind(id.as_str())
                 .fetch_optional(&self.read)
-                .await?,
-        )
+                .await?;
+        row.map(|(bytes, key_id)| self.open_raw(id.as_str(), bytes, key_id))
+            .transpose()
     }
 
     /// The parsed view, status and full history of one message.
     pub async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {SUMMARY_COLUMNS}, content_hash, processing_ms, view_json, text_body FROM messages WHERE id = $1"
+            "SELECT {SUMMARY_COLUMNS}, content_hash, processing_ms, {VIEW_COLUMNS} FROM messages WHERE id = $1"
         ))
         .bind(id.as_str())
         .fetch_optional(&self.read)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let summary = summary_from_row(&row)?;
-        // The body is stored once, in its own (searchable) column.
-        let view = match row.try_get::<Option<String>, _>("view_json")? {
-            Some(json) => {
-                let mut view: MessageView = serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?;
-                view.text_body = row
-                    .try_get::<Option<String>, _>("text_body")?
-                    .unwrap_or_default();
-                Some(view)
-            }
-            None => None,
-        };
+        let view = self.view_from_row(id.as_str(), &row)?;
         let history = self.history(id).await?;
         let job = self.job_for_message(id).await?;
         Ok(Some(MessageRecord {
@@ -274,34 +275,168 @@ impl Store {
 
     /// One page of messages, newest first, in a stable order (by id, which
     /// grows with ingest time).
+    ///
+    /// With encryption on, bodies are sealed and SQL cannot search them: a
+    /// text search then scans candidate rows newest first and opens each
+    /// body, at most [`MAX_SEARCH_SCAN_ROWS`] rows per page. A page cut
+    /// short by that bound carries a `next` cursor to continue from.
     pub async fn list_messages(&self, filter: &ListFilter) -> Result<MessagePage, StoreError> {
+        let limit = filter.limit.clamp(1, 500) as usize;
+        if filter.q.is_some() && self.keyring().is_some() {
+            return self.search_sealed(filter, limit).await;
+        }
         let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages WHERE 1 = 1");
+        let mut args = self.filter_clauses(filter, &mut sql, true);
+        args.push(Arg::Int(limit as i64 + 1));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+        let rows = bind_args(sqlx::query(&sql), args)
+            .fetch_all(&self.read)
+            .await?;
+        let mut items = rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|m| m.id.clone())
+        } else {
+            None
+        };
+        Ok(MessagePage { items, next })
+    }
+
+    /// Text search over sealed bodies: SQL narrows by the other filters,
+    /// the matching happens here after opening each body.
+    async fn search_sealed(
+        &self,
+        filter: &ListFilter,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        let needle = filter.q.as_deref().unwrap_or_default().to_lowercase();
+        let mut items: Vec<MessageSummary> = Vec::new();
+        let mut before = filter.before.clone();
+        let mut scanned = 0usize;
+        loop {
+            let mut sql =
+                format!("SELECT {SUMMARY_COLUMNS}, {VIEW_COLUMNS} FROM messages WHERE 1 = 1");
+            let page_filter = ListFilter {
+                before: before.clone(),
+                ..filter.clone()
+            };
+            let mut args = self.filter_clauses(&page_filter, &mut sql, false);
+            args.push(Arg::Int(SEARCH_SCAN_CHUNK as i64));
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+            let rows = bind_args(sqlx::query(&sql), args)
+                .fetch_all(&self.read)
+                .await?;
+            let exhausted = rows.len() < SEARCH_SCAN_CHUNK;
+            for row in &rows {
+                let summary = summary_from_row(row)?;
+                scanned += 1;
+                before = Some(summary.id.clone());
+                if self.row_matches(&summary, row, &needle)? {
+                    items.push(summary);
+                    if items.len() > limit {
+                        items.truncate(limit);
+                        let next = items.last().map(|m| m.id.clone());
+                        return Ok(MessagePage { items, next });
+                    }
+                }
+                if scanned >= MAX_SEARCH_SCAN_ROWS {
+                    // Bounded work per request: continue from here.
+                    return Ok(MessagePage { items, next: before });
+                }
+            }
+            if exhausted {
+                return Ok(MessagePage { items, next: None });
+            }
+        }
+    }
+
+    /// Case-insensitive match of `needle` (lower-cased) in the subject or
+    /// the body, opening a sealed body.
+    fn row_matches(
+        &self,
+        summary: &MessageSummary,
+        row: &AnyRow,
+        needle: &str,
+    ) -> Result<bool, StoreError> {
+        if summary
+            .subject
+            .as_deref()
+            .is_some_and(|s| s.to_lowercase().contains(needle))
+        {
+            return Ok(true);
+        }
+        if let Some(body) = row.try_get::<Option<String>, _>("text_body")? {
+            return Ok(body.to_lowercase().contains(needle));
+        }
+        let Some(sealed) = row.try_get::<Option<Vec<u8>>, _>("sealed_view")? else {
+            return Ok(false);
+        };
+        #[derive(serde::Deserialize)]
+        struct BodyOnly {
+            #[serde(default)]
+            text_body: String,
+        }
+        let json = self.open(&view_aad(summary.id.as_str()), &sealed)?;
+        let body: BodyOnly = serde_json::from_slice(&json)
+            .map_err(|e| StoreError::Corrupt(format!("view of {}: {e}", summary.id)))?;
+        Ok(body.text_body.to_lowercase().contains(needle))
+    }
+
+    /// The parsed view of a row selected with [`VIEW_COLUMNS`].
+    pub(crate) fn view_from_row(
+        &self,
+        id: &str,
+        row: &AnyRow,
+    ) -> Result<Option<MessageView>, StoreError> {
+        if let Some(sealed) = row.try_get::<Option<Vec<u8>>, _>("sealed_view")? {
+            let json = self.open(&view_aad(id), &sealed)?;
+            let view = serde_json::from_slice(&json)
+                .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?;
+            return Ok(Some(view));
+        }
+        // In the clear, the body is stored once, in its own (searchable)
+        // column.
+        match row.try_get::<Option<String>, _>("view_json")? {
+            Some(json) => {
+                let mut view: MessageView = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?;
+                view.text_body = row
+                    .try_get::<Option<String>, _>("text_body")?
+                    .unwrap_or_default();
+                Ok(Some(view))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Appends the WHERE clauses of `filter` (the text search only when
+    /// `with_text` and SQL can see the bodies) and returns their arguments.
+    fn filter_clauses(&self, filter: &ListFilter, sql: &mut String, with_text: bool) -> Vec<Arg> {
         let mut args: Vec<Arg> = Vec::new();
         let mut push = |clause: &str, arg: Arg, sql: &mut String| {
             args.push(arg);
             sql.push_str(&clause.replace('?', &format!("${}", args.len())));
         };
         if let Some(status) = filter.status {
-            push(
-                " AND status = ?",
-                Arg::Text(status.as_str().into()),
-                &mut sql,
-            );
+            push(" AND status = ?", Arg::Text(status.as_str().into()), sql);
         }
         if let Some(from) = &filter.from {
             push(
                 " AND from_addr LIKE ? ESCAPE '\\'",
                 Arg::Text(like_pattern(from)),
-                &mut sql,
+                sql,
             );
         }
         if let Some(since) = filter.since_ms {
-            push(" AND received_at >= ?", Arg::Int(since), &mut sql);
+            push(" AND received_at >= ?", Arg::Int(since), sql);
         }
         if let Some(until) = filter.until_ms {
-            push(" AND received_at < ?", Arg::Int(until), &mut sql);
+            push(" AND received_at < ?", Arg::Int(until), sql);
         }
-        if let Some(q) = &filter.q {
+        if let (Some(q), true) = (&filter.q, with_text) {
             // SQLite's LIKE ignores ASCII case by itself; PostgreSQL needs ILIKE.
             let clause = match self.backend {
                 crate::Backend::Sqlite => {
@@ -311,37 +446,12 @@ impl Store {
                     " AND (subject ILIKE ? ESCAPE '\\' OR text_body ILIKE ? ESCAPE '\\')"
                 }
             };
-            push(clause, Arg::Text(like_pattern(q)), &mut sql);
+            push(clause, Arg::Text(like_pattern(q)), sql);
         }
         if let Some(before) = &filter.before {
-            push(" AND id < ?", Arg::Text(before.as_str().into()), &mut sql);
+            push(" AND id < ?", Arg::Text(before.as_str().into()), sql);
         }
-        let limit = filter.limit.clamp(1, 500);
-        push(
-            " ORDER BY id DESC LIMIT ?",
-            Arg::Int(i64::from(limit) + 1),
-            &mut sql,
-        );
-
-        let mut query = sqlx::query(&sql);
-        for arg in args {
-            query = match arg {
-                Arg::Text(t) => query.bind(t),
-                Arg::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query.fetch_all(&self.read).await?;
-        let mut items = rows
-            .iter()
-            .map(summary_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|m| m.id.clone())
-        } else {
-            None
-        };
-        Ok(MessagePage { items, next })
+        args
     }
 
     /// Erases a message and everything derived from it (raw bytes, job,
@@ -366,13 +476,10 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         drop(_turn);
-        if deleted > 0 && self.backend == crate::Backend::Sqlite {
+        if deleted > 0 {
             // Best effort: a reader holding an old snapshot can delay the
             // truncation; the background checkpoint finishes it later.
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_all(&self.write)
-                .await
-            {
+            if let Err(e) = self.truncate_wal().await {
                 tracing::warn!(error = %e, "WAL truncation after delete failed");
             }
         }
@@ -380,9 +487,27 @@ impl Store {
     }
 }
 
+/// Rows read per round trip of a sealed-body search.
+const SEARCH_SCAN_CHUNK: usize = 256;
+/// Most rows a sealed-body search opens for one page.
+pub const MAX_SEARCH_SCAN_ROWS: usize = 10_000;
+
 enum Arg {
     Text(String),
     Int(i64),
+}
+
+fn bind_args<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for arg in args {
+        query = match arg {
+            Arg::Text(t) => query.bind(t),
+            Arg::Int(i) => query.bind(i),
+        };
+    }
+    query
 }
 
 /// `%needle%` with LIKE's wildcards in the needle escaped, lower-cased to

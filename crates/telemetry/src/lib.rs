@@ -20,6 +20,12 @@ pub mod names {
     pub const QUEUE_DEAD_JOBS: &str = "queue_dead_jobs";
     pub const DATABASE_CONNECTIONS_ACTIVE: &str = "database_connections_active";
     pub const WORKERS_BUSY: &str = "workers_busy";
+    pub const HTTP_CONNECTIONS_REJECTED_TOTAL: &str = "http_connections_rejected_total";
+    pub const AUTH_FAILURES_TOTAL: &str = "auth_failures_total";
+    pub const RATE_LIMIT_HITS_TOTAL: &str = "rate_limit_hits_total";
+    pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
+    pub const AUDIT_EVENTS_DROPPED_TOTAL: &str = "audit_events_dropped_total";
+    pub const DATA_KEY_RESEALED_TOTAL: &str = "data_key_resealed_total";
 }
 
 /// Log output format.
@@ -128,6 +134,30 @@ fn describe() {
         "Database connections checked out of the pools"
     );
     describe_gauge!(WORKERS_BUSY, "Workers running a job right now");
+    describe_counter!(
+        HTTP_CONNECTIONS_REJECTED_TOTAL,
+        "Connections refused because their address had too many open"
+    );
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        "Requests refused by authentication (401) or authorisation (403), by reason"
+    );
+    describe_counter!(
+        RATE_LIMIT_HITS_TOTAL,
+        "Requests refused by a rate limit, by bucket scope (key, ip)"
+    );
+    describe_counter!(
+        RATE_LIMIT_REDIS_ERRORS_TOTAL,
+        "Failed round trips to the Redis rate limiter"
+    );
+    describe_counter!(
+        AUDIT_EVENTS_DROPPED_TOTAL,
+        "Audit events dropped because the audit writer was saturated"
+    );
+    describe_counter!(
+        DATA_KEY_RESEALED_TOTAL,
+        "Records re-encrypted under the current data key"
+    );
 }
 
 /// Refreshes the process metrics (`process_resident_memory_bytes`,

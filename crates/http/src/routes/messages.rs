@@ -5,15 +5,16 @@ use axum::{
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
-use mailroom_app::Source;
+use mailroom_app::{actions, AuditLog, Source};
 use mailroom_domain::{MessageId, MessageStatus};
 use mailroom_store::{ListFilter, MessageSummary};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
+    auth::Caller,
     extract::ApiQuery,
     json::{parse_time_ms, rfc3339},
     ApiError, AppState,
@@ -257,11 +258,22 @@ pub async fn raw(
 /// `DELETE /api/v1/messages/{id}`: erases the message and all derived data.
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if state.store.delete_message(&id).await? {
         tracing::info!(message_id = %id, "message deleted");
+        state
+            .audit
+            .record(AuditLog::event(
+                &caller.actor(),
+                actions::MESSAGE_DELETE,
+                "success",
+                Some(id.as_str()),
+                None,
+            ))
+            .await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(&id))

@@ -1,3 +1,5 @@
+mod audit;
+mod keys;
 mod messages;
 mod ops;
 
@@ -5,19 +7,19 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{delete, get, post},
     Router,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::{metrics_layer, ApiError, AppState};
+use crate::{auth, hardening, metrics_layer, ApiError, AppState};
 
 /// The whole HTTP surface. Usable with `oneshot` in tests (no socket).
 pub fn router(state: AppState) -> Router {
     // Ingest streams its body under its own limit; every other body is a
     // small JSON document.
     let body_limit = 1024 * 1024;
-    Router::new()
+    let router = Router::new()
         .route(
             "/api/v1/messages",
             post(messages::create).get(messages::list),
@@ -34,10 +36,34 @@ pub fn router(state: AppState) -> Router {
         .route("/process/status", get(ops::process_status))
         .route("/process/trigger", post(ops::trigger))
         .route("/metrics", get(ops::metrics))
+        .route(
+            "/api/v1/keys",
+            get(keys::list)
+                .post(keys::create)
+                .layer(DefaultBodyLimit::max(keys::BODY_LIMIT)),
+        )
+        .route("/api/v1/keys/{id}", delete(keys::revoke))
+        .route(
+            "/api/v1/keys/{id}/rotate",
+            post(keys::rotate).layer(DefaultBodyLimit::max(keys::BODY_LIMIT)),
+        )
+        .route("/api/v1/audit", get(audit::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(metrics_layer::track))
+        // Inner to outer: who may call, within what time, measured.
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            hardening::deadline,
+        ))
+        .layer(middleware::from_fn(metrics_layer::track));
+    let router = match hardening::cors(&state.security.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(middleware::from_fn(hardening::security_headers))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))

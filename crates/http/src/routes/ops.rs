@@ -5,15 +5,15 @@ use axum::{
     extract::State,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
-use mailroom_app::{now_ms, start_of_utc_day_ms, ProcessStatus};
+use mailroom_app::{actions, now_ms, start_of_utc_day_ms, AuditLog, ProcessStatus};
 use mailroom_domain::{JobState, MessageId, MessageStatus};
 use mailroom_store::RequeueFilter;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{extract::ApiQuery, json::rfc3339, ApiError, AppState};
+use crate::{auth::Caller, extract::ApiQuery, json::rfc3339, ApiError, AppState};
 
 /// Queue age beyond which the queue is reported degraded.
 const QUEUE_AGE_DEGRADED_SECONDS: f64 = 300.0;
@@ -81,7 +81,36 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
         "pipeline": state.pipeline_stages,
     });
 
-    let statuses = [&database, &queue, &workers]
+    let rate_limiter = match &state.limiter {
+        Some(limiter) => {
+            let h = limiter.health().await;
+            json!({
+                "status": h.status, "latency_ms": h.latency.as_secs_f64() * 1000.0,
+                "backend": h.backend, "on_redis_failure": h.policy, "error": h.error,
+            })
+        }
+        None => json!({"status": "disabled", "latency_ms": 0.0}),
+    };
+    let encryption = match state.store.keyring() {
+        Some(ring) => json!({
+            "status": "healthy", "latency_ms": 0.0, "algorithm": "AES-256-GCM",
+            "current_key_id": ring.current_id().as_str(),
+            "key_ids": ring.key_ids().iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        }),
+        None => json!({
+            "status": "disabled", "latency_ms": 0.0,
+            "warning": "no data key is configured: mail is stored unencrypted",
+        }),
+    };
+    let auth = json!({
+        "status": if state.security.auth_required { "healthy" } else { "disabled" },
+        "latency_ms": 0.0,
+        "ops_endpoints_open": state.security.ops_open,
+    });
+
+    // `disabled` is a configuration, not a fault: it does not lower the
+    // overall status (start-up logs warn about it loudly).
+    let statuses = [&database, &queue, &workers, &rate_limiter]
         .map(|c| c["status"].as_str().unwrap_or("unhealthy").to_string());
     let overall = if statuses.iter().any(|s| s == "unhealthy") {
         "unhealthy"
@@ -94,7 +123,11 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
         "status": overall,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
-        "components": {"database": database, "queue": queue, "workers": workers},
+        "encryption": encryption["status"],
+        "components": {
+            "database": database, "queue": queue, "workers": workers,
+            "rate_limiter": rate_limiter, "encryption": encryption, "auth": auth,
+        },
     });
     let code = if overall == "unhealthy" {
         StatusCode::SERVICE_UNAVAILABLE
@@ -134,6 +167,7 @@ struct TriggerRequest {
 /// jobs, optionally only `ids` and/or only `status` (`failed`, `dead`).
 pub async fn trigger(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(super::small_body_error)?;
@@ -174,6 +208,16 @@ pub async fn trigger(
     state.wake.notify_waiters();
     state.wake.notify_one();
     tracing::info!(requeued = requeued.len(), "processing triggered");
+    state
+        .audit
+        .record(AuditLog::event(
+            &caller.actor(),
+            actions::PROCESS_TRIGGER,
+            "success",
+            None,
+            Some(json!({"requeued": requeued.len()})),
+        ))
+        .await?;
     Ok(Json(
         json!({"triggered": true, "requeued": requeued.len(), "ids": requeued}),
     ))

@@ -36,7 +36,7 @@ const CRASHY: &[(&str, &str)] = &[
 backend_test!(
     sigkill_mid_processing_loses_nothing_and_processes_once,
     |db| async move {
-        let client = reqwest::Client::new();
+        let client = process_client();
         let server = ServerProcess::start(&db, CRASHY);
         let total = 40;
         let mut ids = Vec::new();
@@ -99,7 +99,7 @@ backend_test!(
 backend_test!(
     sigterm_drains_in_flight_work_and_exits_zero,
     |db| async move {
-        let client = reqwest::Client::new();
+        let client = process_client();
         let mut server = ServerProcess::start(
             &db,
             &[
@@ -158,7 +158,7 @@ backend_test!(
 backend_test!(
     sigkill_during_ingest_loses_no_acknowledged_message,
     |db| async move {
-        let client = reqwest::Client::new();
+        let client = process_client();
         let mut server = ServerProcess::start(&db, &[("queue.lease_seconds", "2")]);
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let mut senders = Vec::new();

@@ -16,6 +16,27 @@ use tokio::sync::{oneshot, OnceCell};
 
 pub const POSTGRES_ENV: &str = "MAILROOM_TEST_POSTGRES_URL";
 
+/// The admin key child servers are provisioned with (`MAILROOM_API_KEYS`).
+pub const PROCESS_ADMIN_KEY: &str = "test-admin-key-0123456789abcdef0123456789abcdef";
+
+/// A client that sends `key` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// A client for child servers, authenticated as their admin.
+pub fn process_client() -> reqwest::Client {
+    client_with_key(PROCESS_ADMIN_KEY)
+}
+
 /// Generates one test per backend from one body:
 /// `backend_test!(name, |db| async move { ... })`.
 #[macro_export]
@@ -139,7 +160,13 @@ async fn admin(url: &str) -> sqlx::AnyConnection {
 /// The application running in this process on a free port.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Sends an admin key (issued through the real key service) on every
+    /// request.
     pub client: reqwest::Client,
+    /// Sends no credentials.
+    pub anonymous: reqwest::Client,
+    /// The admin key `client` sends.
+    pub admin_key: String,
     pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -161,6 +188,7 @@ impl TestApp {
         env.insert("MAILROOM_WORKERS".into(), "2".into());
         env.insert("MAILROOM_DATABASE_MAX_CONNECTIONS".into(), "4".into());
         env.insert("MAILROOM_QUEUE_POLL_INTERVAL_MS".into(), "50".into());
+        env.insert("MAILROOM_AUTH_BOOTSTRAP_ADMIN_KEY".into(), "false".into());
         for (k, v) in settings {
             env.insert(mailroom::config::env_name(k), (*v).to_string());
         }
@@ -171,13 +199,28 @@ impl TestApp {
             .await
             .expect("application starts");
         let addr = app.local_addr().expect("bound");
+        let admin_key = app
+            .keys()
+            .create(
+                &format!("test-admin-{}", uuid::Uuid::now_v7().simple()),
+                mailroom_security::Scopes::admin(),
+                None,
+                &mailroom_app::Actor::system(),
+            )
+            .await
+            .expect("admin key")
+            .secret
+            .expose()
+            .to_string();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
-            client: reqwest::Client::new(),
+            client: client_with_key(&admin_key),
+            anonymous: reqwest::Client::new(),
+            admin_key,
             db: db.clone(),
             stop: Some(stop),
             task: Some(task),
@@ -298,6 +341,7 @@ impl ServerProcess {
         let mut cmd = binary();
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
             .env("MAILROOM_DATABASE_URL", &db.url)
+            .env("MAILROOM_API_KEYS", PROCESS_ADMIN_KEY)
             .env("MAILROOM_QUEUE_POLL_INTERVAL_MS", "50")
             .env("LOG_LEVEL", "info")
             .current_dir(db.dir())

@@ -1,0 +1,356 @@
+//! The guard in front of every route: who is calling (API key), may they
+//! (scope), and how often (rate limits). See `policy.rs` for the table.
+//!
+//! Order of checks, cheapest first: the route's policy; the credentials'
+//! shape (a malformed key never reaches the database); the key itself;
+//! its scopes; its bucket. A refused authentication costs the client's IP
+//! bucket `auth_failure_cost` tokens, so guessing is throttled; it is
+//! counted in `auth_failures_total{reason}` and written to the audit log
+//! with the key's public prefix and the client address, never the key.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, MatchedPath, Request, State},
+    http::{header, HeaderMap, HeaderValue},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use mailroom_app::{actions, Actor, AuditLog, AuthFailure, Principal};
+use mailroom_ratelimit::{ip_bucket, BucketScope, Decision};
+use mailroom_security::{ApiKeySecret, Scope, PUBLIC_PREFIX_LEN};
+use mailroom_telemetry::names;
+use serde_json::json;
+
+use crate::{
+    client_ip::client_ip,
+    policy::{self, Access},
+    ApiError, AppState,
+};
+
+/// Longest credential accepted; a real key has 52 characters.
+const MAX_CREDENTIAL_LEN: usize = 512;
+
+/// The caller of a request, as the guard established it: handlers read it
+/// from the request extensions to attribute audited actions.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Option<Principal>,
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            name: self
+                .principal
+                .as_ref()
+                .map(|p| p.prefix.clone())
+                .unwrap_or_else(|| "anonymous".into()),
+            ip: Some(self.ip.to_string()),
+        }
+    }
+}
+
+/// The middleware. Needs `ConnectInfo<SocketAddr>` on the request (the
+/// server inserts it; tests without a socket count as 127.0.0.1).
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let rule = policy::of(request.method(), route.as_deref());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let ip = client_ip(peer, request.headers(), &state.security.trusted_proxies);
+    let required = match rule.access {
+        _ if !state.security.auth_required => None,
+        Access::Open => None,
+        Access::Ops if state.security.ops_open => None,
+        Access::Ops => Some(Scope::Read),
+        Access::Scope(scope) => Some(scope),
+    };
+
+    let Some(required) = required else {
+        let decision = limit(&state, BucketScope::Ip, &ip_bucket(ip), rule.cost).await;
+        if let Some(refusal) = refusal(&decision, "this address") {
+            return with_limit_headers(refusal.into_response(), decision.as_ref());
+        }
+        request.extensions_mut().insert(Caller {
+            principal: None,
+            ip,
+        });
+        return with_limit_headers(next.run(request).await, decision.as_ref());
+    };
+
+    let target = format!(
+        "{} {}",
+        request.method(),
+        route.as_deref().unwrap_or("unmatched")
+    );
+    let presented = match credentials(request.headers()) {
+        Ok(Some(key)) => key.to_string(),
+        Ok(None) => {
+            return refuse(&state, ip, None, AuthFailure::Missing, &target, required).await
+        }
+        Err(why) => {
+            return refuse_malformed(&state, ip, why, &target).await;
+        }
+    };
+    let principal = match state.keys.authenticate(&presented).await {
+        Ok(p) => p,
+        Err(failure) => {
+            return refuse(
+                &state,
+                ip,
+                Some(&presented),
+                failure,
+                &target,
+                required,
+            )
+            .await
+        }
+    };
+    if !principal.scopes.allows(required) {
+        let held = principal.scopes.to_string();
+        count_and_audit(
+            &state,
+            ip,
+            Some(principal.prefix.clone()),
+            AuthFailure::InsufficientScope,
+            &target,
+        );
+        return ApiError::Forbidden { required, held }.into_response();
+    }
+    let decision = limit(&state, BucketScope::Key, &principal.key_id, rule.cost).await;
+    if let Some(refusal) = refusal(&decision, "this API key") {
+        return with_limit_headers(refusal.into_response(), decision.as_ref());
+    }
+    request.extensions_mut().insert(Caller {
+        principal: Some(principal),
+        ip,
+    });
+    with_limit_headers(next.run(request).await, decision.as_ref())
+}
+
+/// The key a request carries: `Authorization: Bearer …` or `X-API-Key: …`.
+/// Ambiguity is refused rather than resolved: two Authorization headers,
+/// two X-API-Key headers, or both headers with different keys.
+fn credentials(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
+    let single = |name: header::HeaderName| -> Result<Option<&str>, &'static str> {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err("the credential header appears more than once");
+        }
+        first
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| "the credential header holds characters outside visible ASCII")
+            })
+            .transpose()
+    };
+    let bearer = match single(header::AUTHORIZATION)? {
+        None => None,
+        Some(value) => {
+            let (scheme, token) = value
+                .split_once(' ')
+                .ok_or("Authorization must be `Bearer <key>`")?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err("only the Bearer scheme is accepted");
+            }
+            Some(token.trim())
+        }
+    };
+    let api_key = single(header::HeaderName::from_static("x-api-key"))?.map(str::trim);
+    let key = match (bearer, api_key) {
+        (Some(a), Some(b)) if a != b => {
+            return Err("Authorization and X-API-Key carry different keys")
+        }
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => return Ok(None),
+    };
+    if key.is_empty() || key.len() > MAX_CREDENTIAL_LEN || key.contains(char::is_whitespace) {
+        return Err("the key is empty, too long or contains spaces");
+    }
+    Ok(Some(key))
+}
+
+async fn limit(state: &AppState, scope: BucketScope, id: &str, cost: u32) -> Option<Decision> {
+    match &state.limiter {
+        Some(limiter) => Some(limiter.check(scope, id, cost).await),
+        None => None,
+    }
+}
+
+fn refusal(decision: &Option<Decision>, whose: &str) -> Option<ApiError> {
+    let d = decision.as_ref().filter(|d| !d.allowed)?;
+    if d.limiter_unavailable {
+        return Some(ApiError::Unavailable(
+            "the shared rate limiter is unreachable and the policy is fail_closed".into(),
+        ));
+    }
+    let retry_after_secs = d.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    Some(ApiError::RateLimited {
+        message: format!("rate limit exceeded for {whose}; retry in {retry_after_secs} s"),
+        retry_after_secs,
+    })
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds).
+fn with_limit_headers(mut response: Response, decision: Option<&Decision>) -> Response {
+    if let Some(d) = decision {
+        let headers = response.headers_mut();
+        let secs = |d: Duration| d.as_secs_f64().ceil() as u64;
+        headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(secs(d.reset)));
+    }
+    response
+}
+
+/// What may be shown of a presented key: the public prefix of something
+/// shaped like a generated key, nothing of anything else.
+fn shown_prefix(presented: &str) -> Option<String> {
+    let prefix = presented.get(..PUBLIC_PREFIX_LEN)?;
+    (ApiKeySecret::looks_generated(presented) && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .then(|| prefix.to_string())
+}
+
+fn count_and_audit(
+    state: &AppState,
+    ip: IpAddr,
+    prefix: Option<String>,
+    failure: AuthFailure,
+    target: &str,
+) {
+    metrics::counter!(names::AUTH_FAILURES_TOTAL, "reason" => failure.as_str()).increment(1);
+    tracing::info!(reason = failure.as_str(), key_prefix = prefix.as_deref(), client_ip = %ip, route = target, "authentication refused");
+    let actor = Actor {
+        name: prefix.unwrap_or_else(|| "anonymous".into()),
+        ip: Some(ip.to_string()),
+    };
+    state.audit.record_soon(AuditLog::event(
+        &actor,
+        actions::AUTH_FAILURE,
+        "denied",
+        Some(target),
+        Some(json!({"reason": failure.as_str()})),
+    ));
+}
+
+/// A failed authentication: counted, audited, charged to the IP bucket,
+/// answered 401 (or 429 when the address has failed too often).
+async fn refuse(
+    state: &AppState,
+    ip: IpAddr,
+    presented: Option<&str>,
+    failure: AuthFailure,
+    target: &str,
+    required: Scope,
+) -> Response {
+    count_and_audit(state, ip, presented.and_then(shown_prefix), failure, target);
+    let decision = limit(
+        state,
+        BucketScope::Ip,
+        &ip_bucket(ip),
+        state.security.auth_failure_cost,
+    )
+    .await;
+    if let Some(refusal) = refusal(&decision, "this address") {
+        return with_limit_headers(refusal.into_response(), decision.as_ref());
+    }
+    let (message, challenge) = match failure {
+        AuthFailure::Missing => (
+            format!("this route needs an API key with the `{required}` scope: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"),
+            "Bearer realm=\"mailroom\"".to_string(),
+        ),
+        // Revoked, expired, rotated and unknown keys get the same answer:
+        // the reason is for the operator (metrics, audit log), not for
+        // whoever holds the key.
+        _ => (
+            "the API key is invalid, expired or revoked".to_string(),
+            "Bearer realm=\"mailroom\", error=\"invalid_token\"".to_string(),
+        ),
+    };
+    ApiError::Unauthorized { message, challenge }.into_response()
+}
+
+async fn refuse_malformed(state: &AppState, ip: IpAddr, why: &str, target: &str) -> Response {
+    count_and_audit(state, ip, None, AuthFailure::Malformed, target);
+    let decision = limit(
+        state,
+        BucketScope::Ip,
+        &ip_bucket(ip),
+        state.security.auth_failure_cost,
+    )
+    .await;
+    if let Some(refusal) = refusal(&decision, "this address") {
+        return with_limit_headers(refusal.into_response(), decision.as_ref());
+    }
+    ApiError::Unauthorized {
+        message: format!("malformed credentials: {why}"),
+        challenge: "Bearer realm=\"mailroom\", error=\"invalid_request\"".into(),
+    }
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn credential_shapes() {
+        assert_eq!(credentials(&headers(&[])), Ok(None));
+        assert_eq!(
+            credentials(&headers(&[("authorization", "Bearer abc")])),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            credentials(&headers(&[("authorization", "bearer abc")])),
+            Ok(Some("abc"))
+        );
+        assert_eq!(credentials(&headers(&[("x-api-key", "abc")])), Ok(Some("abc")));
+        assert_eq!(
+            credentials(&headers(&[("authorization", "Bearer abc"), ("x-api-key", "abc")])),
+            Ok(Some("abc"))
+        );
+        for bad in [
+            vec![("authorization", "Basic dXNlcjpwYXNz")],
+            vec![("authorization", "Bearer")],
+            vec![("authorization", "Bearer a b")],
+            vec![("authorization", "Bearer a"), ("authorization", "Bearer b")],
+            vec![("x-api-key", "a"), ("x-api-key", "a")],
+            vec![("authorization", "Bearer a"), ("x-api-key", "b")],
+        ] {
+            assert!(credentials(&headers(&bad)).is_err(), "{bad:?}");
+        }
+        let long = format!("Bearer {}", "a".repeat(600));
+        assert!(credentials(&headers(&[("authorization", &long)])).is_err());
+    }
+
+    #[test]
+    fn only_public_prefixes_are_shown() {
+        let key = ApiKeySecret::generate();
+        assert_eq!(shown_prefix(key.expose()).as_deref(), Some(key.public_prefix()));
+        assert_eq!(shown_prefix("some-configured-secret-0123456789abcdef"), None);
+        assert_eq!(shown_prefix("mr_"), None);
+    }
+}
