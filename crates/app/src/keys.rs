@@ -117,14 +117,16 @@ pub struct IssuedKey {
 #[derive(Debug, Clone)]
 struct ConfiguredKey {
     hash: KeyHash,
-    principal: Principal,
+    principal: Arc<Principal>,
 }
 
+/// A looked-up key: what liveness is judged on, and the principal a
+/// request gets, built once per lookup rather than once per request.
 struct Cached {
     record: ApiKeyRecord,
-    scopes: Scopes,
+    principal: Arc<Principal>,
     fetched: Instant,
-    touched_at_ms: Arc<AtomicI64>,
+    touched_at_ms: AtomicI64,
 }
 
 /// Issues and checks API keys.
@@ -133,7 +135,7 @@ pub struct KeyService {
     store: Store,
     audit: AuditLog,
     configured: Arc<Vec<ConfiguredKey>>,
-    cache: Arc<RwLock<HashMap<KeyHash, Cached>>>,
+    cache: Arc<RwLock<HashMap<KeyHash, Arc<Cached>>>>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -153,12 +155,12 @@ impl KeyService {
             .enumerate()
             .map(|(i, (secret, scopes))| ConfiguredKey {
                 hash: secret.hash(),
-                principal: Principal {
+                principal: Arc::new(Principal {
                     key_id: format!("configured-{}", i + 1),
                     name: format!("configured-{}", i + 1),
                     prefix: configured_prefix(&secret),
                     scopes,
-                },
+                }),
             })
             .collect();
         Self {
@@ -174,7 +176,7 @@ impl KeyService {
     }
 
     /// Checks a presented key. Cheap on the hot path (see module docs).
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthFailure> {
+    pub async fn authenticate(&self, presented: &str) -> Result<Arc<Principal>, AuthFailure> {
         if !ApiKeySecret::looks_generated(presented) {
             return self.authenticate_configured(presented);
         }
@@ -185,31 +187,26 @@ impl KeyService {
             cache
                 .get(&hash)
                 .filter(|c| c.fetched.elapsed() < CACHE_TTL)
-                .map(|c| (c.record.clone(), c.scopes, Arc::clone(&c.touched_at_ms)))
+                .cloned()
         });
-        let (record, scopes, touched) = match cached {
+        let key = match cached {
             Some(hit) => hit,
             None => self.look_up(&secret, hash).await?,
         };
-        check_live(&record, now)?;
-        if now - touched.load(Ordering::Relaxed) >= TOUCH_EVERY_MS {
-            touched.store(now, Ordering::Relaxed);
-            let (store, id) = (self.store.clone(), record.id.clone());
+        check_live(&key.record, now)?;
+        if now - key.touched_at_ms.load(Ordering::Relaxed) >= TOUCH_EVERY_MS {
+            key.touched_at_ms.store(now, Ordering::Relaxed);
+            let (store, id) = (self.store.clone(), key.record.id.clone());
             tokio::spawn(async move {
                 if let Err(e) = store.touch_api_key(&id, now).await {
                     tracing::debug!(error = %e, "recording key use failed");
                 }
             });
         }
-        Ok(Principal {
-            key_id: record.id,
-            name: record.name,
-            prefix: record.prefix,
-            scopes,
-        })
+        Ok(Arc::clone(&key.principal))
     }
 
-    fn authenticate_configured(&self, presented: &str) -> Result<Principal, AuthFailure> {
+    fn authenticate_configured(&self, presented: &str) -> Result<Arc<Principal>, AuthFailure> {
         let Ok(secret) = ApiKeySecret::configured(presented) else {
             return Err(AuthFailure::Malformed);
         };
@@ -219,7 +216,7 @@ impl KeyService {
         let mut found = None;
         for key in self.configured.iter() {
             if key.hash.ct_eq(&hash) {
-                found = Some(key.principal.clone());
+                found = Some(Arc::clone(&key.principal));
             }
         }
         found.ok_or(AuthFailure::Unknown)
@@ -229,7 +226,7 @@ impl KeyService {
         &self,
         secret: &ApiKeySecret,
         hash: KeyHash,
-    ) -> Result<(ApiKeyRecord, Scopes, Arc<AtomicI64>), AuthFailure> {
+    ) -> Result<Arc<Cached>, AuthFailure> {
         let rows = self
             .store
             .api_keys_by_prefix(secret.public_prefix())
@@ -243,22 +240,24 @@ impl KeyService {
             .find(|r| KeyHash::from_hex(&r.key_hash).is_some_and(|h| h.ct_eq(&hash)))
             .ok_or(AuthFailure::Unknown)?;
         let scopes: Scopes = record.scopes.parse().map_err(|_| AuthFailure::Unknown)?;
-        let touched = Arc::new(AtomicI64::new(record.last_used_at_ms.unwrap_or(0)));
+        let cached = Arc::new(Cached {
+            principal: Arc::new(Principal {
+                key_id: record.id.clone(),
+                name: record.name.clone(),
+                prefix: record.prefix.clone(),
+                scopes,
+            }),
+            touched_at_ms: AtomicI64::new(record.last_used_at_ms.unwrap_or(0)),
+            record,
+            fetched: Instant::now(),
+        });
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(
-                hash,
-                Cached {
-                    record: record.clone(),
-                    scopes,
-                    fetched: Instant::now(),
-                    touched_at_ms: Arc::clone(&touched),
-                },
-            );
+            cache.insert(hash, Arc::clone(&cached));
         }
-        Ok((record, scopes, touched))
+        Ok(cached)
     }
 
     fn forget_cached(&self) {

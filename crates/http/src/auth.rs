@@ -10,6 +10,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -38,7 +39,7 @@ const MAX_CREDENTIAL_LEN: usize = 512;
 /// from the request extensions to attribute audited actions.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub principal: Option<Principal>,
+    pub principal: Option<Arc<Principal>>,
     pub ip: IpAddr,
 }
 

@@ -1,10 +1,18 @@
-//! Benchmark driver for mailroom's ingest pipeline.
+//! Benchmark driver for mailroom.
 //!
-//! Spawns the release `mailroom serve` on a fresh database and measures:
-//! time from spawn to `/health/ready` = 200, RSS at idle, messages accepted
-//! per second over HTTP (unique ~10 KB messages, N concurrent clients),
-//! end-to-end processed per second (first request sent to last message
-//! processed), request latency percentiles and peak RSS (VmHWM).
+//! `ingest` (the default when no subcommand is given) spawns the release
+//! `mailroom serve` on a fresh database and measures: time from spawn to
+//! `/health/ready` = 200, RSS at idle, messages accepted per second over
+//! HTTP (unique ~10 KB messages, N concurrent clients), end-to-end processed
+//! per second (first request sent to last message processed), request
+//! latency percentiles and peak RSS (VmHWM).
+//!
+//! `auth-overhead` measures what authentication and rate limiting cost on a
+//! cheap authenticated GET: requests per second with both off
+//! (`--insecure-no-auth`, no limiter), with API-key authentication and the
+//! in-memory limiter, and with the Redis limiter; runs alternate so drift of
+//! the machine hits every configuration alike.
+//!
 //! Loopback only; every loop is bounded in count and time.
 
 use std::{
@@ -19,17 +27,52 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
-#[command(about = "Measure mailroom ingest and processing throughput, RSS and start-up time")]
+#[command(about = "Measure mailroom: ingest throughput, RSS and start-up; auth and rate-limit overhead")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Mode>,
+    #[command(flatten)]
+    ingest: Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Requests/s of a cheap authenticated GET with and without auth + rate limits.
+    AuthOverhead(OverheadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OverheadArgs {
+    #[arg(long, default_value = "target/release/mailroom")]
+    bin: String,
+    /// A fresh database URL (the runs share it; it holds one key).
+    #[arg(long)]
+    database_url: String,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds of load per run (after one second of warm-up).
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Runs of each configuration, interleaved.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Redis for the shared-limiter configuration (empty: skip it).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// The mailroom binary (build with --release first).
     #[arg(long, default_value = "target/release/mailroom")]
     bin: String,
     /// Database URL for the server under test; must be empty/fresh.
     #[arg(long)]
-    database_url: String,
+    database_url: Option<String>,
     /// Concurrent HTTP clients.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -47,23 +90,69 @@ struct Args {
     label: String,
 }
 
+/// The key every benchmarked server is provisioned with (MAILROOM_API_KEYS).
+const BENCH_KEY: &str = "bench-admin-key-0123456789abcdef0123456789abcdef";
+
+/// A client that authenticates with `key`.
+fn client_with_key(key: &str, pool: usize) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(pool)
+        .build()?)
+}
+
 struct Server {
     child: Child,
     base: String,
 }
 
 impl Server {
+    /// Ingest runs: authenticated as usual, with limits far above the load
+    /// (the benchmark measures the pipeline, not the limiter).
     fn spawn(args: &Args) -> anyhow::Result<(Self, Duration)> {
+        let database_url = args
+            .database_url
+            .as_deref()
+            .context("--database-url is required")?;
+        Self::spawn_with(
+            &args.bin,
+            database_url,
+            &[],
+            &[
+                ("MAILROOM_API_KEYS", BENCH_KEY),
+                ("MAILROOM_RATE_LIMIT_KEY_PER_SECOND", "1000000"),
+                ("MAILROOM_RATE_LIMIT_KEY_BURST", "10000000"),
+            ],
+        )
+    }
+
+    fn spawn_with(
+        bin: &str,
+        database_url: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(Self, Duration)> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let started = Instant::now();
-        let child = Command::new(&args.bin)
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", &args.database_url)
+            .args(flags)
+            .env("DATABASE_URL", database_url)
             .env("LOG_LEVEL", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
             .spawn()
-            .with_context(|| format!("spawning {}", args.bin))?;
+            .with_context(|| format!("spawning {bin}"))?;
         let base = format!("http://127.0.0.1:{port}");
         let mut server = Server { child, base };
         let ready = server.wait_ready(started)?;
@@ -190,7 +279,162 @@ async fn processed_today(client: &reqwest::Client, base: &str) -> anyhow::Result
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Mode::AuthOverhead(args)) => auth_overhead(args).await,
+        None => ingest(cli.ingest).await,
+    }
+}
+
+/// Keeps `concurrency` clients busy on `url` for `seconds`; returns
+/// requests/s and the latency percentiles. Every non-200 is an error.
+async fn hammer(
+    client: &reqwest::Client,
+    url: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    // Warm-up: connections opened, caches filled.
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < warm_until {
+        client.get(url).send().await?.error_for_status()?;
+    }
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url) = (client.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < stop_at {
+                let t = Instant::now();
+                let status = client.get(&url).send().await?.status().as_u16();
+                if status != 200 {
+                    bail!("GET {url} answered {status}");
+                }
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((
+        latencies.len() as f64 / secs,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+    ))
+}
+
+struct Run {
+    round: usize,
+    label: String,
+    rps: f64,
+    cpu_us: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn auth_overhead(args: OverheadArgs) -> anyhow::Result<()> {
+    // The route needs the `read` scope and does one small query.
+    let path = "/api/v1/jobs?state=dead&limit=1";
+    let high_limits = [
+        ("MAILROOM_API_KEYS", BENCH_KEY),
+        ("MAILROOM_RATE_LIMIT_KEY_PER_SECOND", "1000000"),
+        ("MAILROOM_RATE_LIMIT_KEY_BURST", "10000000"),
+    ];
+    // A key stored in the database: the path every request with a
+    // generated key takes (configured keys skip the lookup).
+    let created = Command::new(&args.bin)
+        .args(["keys", "create", "--name", &format!("bench-{}", std::process::id()), "--scopes", "read"])
+        .env("DATABASE_URL", &args.database_url)
+        .env("LOG_LEVEL", "warn")
+        .stderr(Stdio::null())
+        .output()
+        .context("creating the benchmark key")?;
+    if !created.status.success() {
+        bail!("`mailroom keys create` failed");
+    }
+    let db_key = String::from_utf8(created.stdout)?.trim().to_string();
+    let mut configurations: Vec<(&str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+        (
+            "no_auth_no_limits",
+            vec!["--insecure-no-auth"],
+            vec![("MAILROOM_RATE_LIMIT_ENABLED", "false")],
+        ),
+        ("api_key_and_memory_limits", vec![], high_limits.to_vec()),
+    ];
+    if !args.redis_url.is_empty() {
+        let mut with_redis = high_limits.to_vec();
+        with_redis.push(("REDIS_URL", args.redis_url.as_str()));
+        configurations.push(("api_key_and_redis_limits", vec![], with_redis));
+    }
+    let client = client_with_key(&db_key, args.concurrency)?;
+    // Each round runs every configuration back to back; overheads are
+    // computed against the same round's baseline, so slow drift of a shared
+    // machine cancels out.
+    let mut runs: Vec<Run> = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        for (label, flags, env) in &configurations {
+            let (server, _) = Server::spawn_with(&args.bin, &args.database_url, flags, env)?;
+            let url = format!("{}{path}", server.base);
+            let cpu_before = server.cpu_seconds();
+            let result = hammer(&client, &url, args.concurrency, args.seconds).await;
+            let cpu = server.cpu_seconds() - cpu_before;
+            server.stop()?;
+            let (rps, p50, p99) = result?;
+            // Warm-up requests are few against the measured ones; CPU per
+            // request counts them as measured (a slight overestimate alike
+            // for every configuration).
+            let cpu_us = cpu * 1e6 / (rps * args.seconds as f64).max(1.0);
+            eprintln!("round {round} {label}: {rps:.0} req/s, server {cpu_us:.1} us CPU/request (p50 {p50:.2} ms, p99 {p99:.2} ms)");
+            runs.push(Run { round, label: label.to_string(), rps, cpu_us, p50, p99 });
+        }
+    }
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let base_of = |round: usize| runs.iter().find(|r| r.round == round && r.label == "no_auth_no_limits");
+    let summary = |label: &str| -> Value {
+        let mine: Vec<&Run> = runs.iter().filter(|r| r.label == label).collect();
+        let throughput_overhead: Vec<f64> = mine
+            .iter()
+            .filter_map(|r| base_of(r.round).map(|b| (1.0 - r.rps / b.rps) * 100.0))
+            .collect();
+        let cpu_overhead: Vec<f64> = mine
+            .iter()
+            .filter_map(|r| base_of(r.round).map(|b| (r.cpu_us / b.cpu_us - 1.0) * 100.0))
+            .collect();
+        json!({
+            "median_requests_per_second": median(mine.iter().map(|r| r.rps).collect()),
+            "median_server_cpu_us_per_request": median(mine.iter().map(|r| r.cpu_us).collect()),
+            "median_throughput_overhead_percent": median(throughput_overhead.clone()),
+            "throughput_overhead_percent_per_round": throughput_overhead,
+            "median_cpu_overhead_percent": median(cpu_overhead),
+        })
+    };
+    let mut configs = serde_json::Map::new();
+    for (label, _, _) in &configurations {
+        configs.insert(label.to_string(), summary(label));
+    }
+    let result = json!({
+        "route": path,
+        "concurrency": args.concurrency,
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "configurations": configs,
+        "runs": runs.iter().map(|r| json!({"round": r.round, "config": r.label, "rps": r.rps, "server_cpu_us_per_request": r.cpu_us, "p50_ms": r.p50, "p99_ms": r.p99})).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
+async fn ingest(args: Args) -> anyhow::Result<()> {
 
     // Start-up: the first start creates and migrates the database; the
     // following ones measure a start on an existing database.
@@ -205,9 +449,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss_kib = server.rss_kib("VmRSS:");
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
+    let client = client_with_key(BENCH_KEY, args.concurrency)?;
     let baseline = processed_today(&client, &server.base).await?;
     let bodies: Arc<Vec<Vec<u8>>> =
         Arc::new((0..args.messages).map(|n| message(n, args.size)).collect());

@@ -249,6 +249,12 @@ pub const KEYS: &[Key] = &[
         help: "longest a Redis round trip may take before it counts as a failure",
     },
     Key {
+        name: "rate_limit.redis_key_prefix",
+        aliases: &[],
+        default: Some("mailroom:rl"),
+        help: "prefix of the bucket keys in Redis (deployments sharing a Redis use distinct prefixes)",
+    },
+    Key {
         name: "redis_url",
         aliases: &["REDIS_URL"],
         default: None,
@@ -578,6 +584,7 @@ pub struct RateLimitSettings {
     pub ip: Quota,
     pub on_redis_failure: RedisFailurePolicy,
     pub redis_timeout: Duration,
+    pub redis_prefix: String,
 }
 
 /// How every surface is protected.
@@ -658,6 +665,10 @@ fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
     let redis_timeout = r
         .ranged("rate_limit.redis_timeout_ms", 1, 10_000)
         .map(Duration::from_millis);
+    let redis_prefix = r.string("rate_limit.redis_key_prefix");
+    if redis_prefix.is_none() {
+        r.problem("rate_limit.redis_key_prefix", "must not be empty".into());
+    }
     let redis_url = r.string("redis_url");
     if let Some(url) = &redis_url {
         if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
@@ -682,6 +693,7 @@ fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
             ip: ip?,
             on_redis_failure: on_redis_failure?,
             redis_timeout: redis_timeout?,
+            redis_prefix: redis_prefix?,
         }),
         false => None,
     };

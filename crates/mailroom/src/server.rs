@@ -119,6 +119,7 @@ impl Application {
                         .redis_url
                         .as_ref()
                         .map(|u| u.expose().clone()),
+                    redis_prefix: limits.redis_prefix.clone(),
                     on_redis_failure: limits.on_redis_failure,
                     redis_timeout: limits.redis_timeout,
                 })

@@ -107,6 +107,9 @@ pub struct LimiterConfig {
     pub key: Quota,
     pub ip: Quota,
     pub redis_url: Option<String>,
+    /// Prefix of the bucket keys in Redis, so several deployments can share
+    /// one Redis without sharing limits.
+    pub redis_prefix: String,
     pub on_redis_failure: RedisFailurePolicy,
     /// Longest a Redis round trip may take before it counts as a failure.
     pub redis_timeout: Duration,
@@ -158,7 +161,7 @@ impl RateLimiter {
         let redis = config
             .redis_url
             .as_deref()
-            .map(|url| RedisBuckets::new(url, config.redis_timeout))
+            .map(|url| RedisBuckets::new(url, &config.redis_prefix, config.redis_timeout))
             .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -262,6 +265,7 @@ mod tests {
                 burst: 2,
             },
             redis_url: None,
+            redis_prefix: "mailroom:rl".into(),
             on_redis_failure: RedisFailurePolicy::FailOpen,
             redis_timeout: Duration::from_millis(100),
         })
@@ -308,6 +312,7 @@ mod tests {
             key: Quota { per_second: 0, burst: 1 },
             ip: Quota { per_second: 1, burst: 1 },
             redis_url: None,
+            redis_prefix: "mailroom:rl".into(),
             on_redis_failure: RedisFailurePolicy::FailOpen,
             redis_timeout: Duration::from_millis(100),
         })

@@ -44,6 +44,7 @@ pub struct RedisBuckets {
     connection: RwLock<Option<MultiplexedConnection>>,
     connecting: tokio::sync::Mutex<()>,
     script: Script,
+    prefix: String,
     timeout: Duration,
     epoch: Instant,
     /// Milliseconds since `epoch` before which Redis is not tried.
@@ -52,7 +53,7 @@ pub struct RedisBuckets {
 }
 
 impl RedisBuckets {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, RateLimitError> {
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, RateLimitError> {
         let client =
             Client::open(url).map_err(|e| RateLimitError::InvalidRedisUrl(e.to_string()))?;
         Ok(Self {
@@ -60,6 +61,7 @@ impl RedisBuckets {
             connection: RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
             script: Script::new(GCRA_SCRIPT),
+            prefix: prefix.to_string(),
             timeout,
             epoch: Instant::now(),
             resting_until_ms: AtomicU64::new(0),
@@ -150,7 +152,7 @@ impl RedisBuckets {
     ) -> Option<Decision> {
         let mut conn = self.connection().await?;
         let emission_us = (1_000_000 / u64::from(quota.per_second.max(1))).max(1);
-        let key = format!("mailroom:rl:{}:{}", scope.as_str(), id);
+        let key = format!("{}:{}:{}", self.prefix, scope.as_str(), id);
         let mut invocation = self.script.key(key);
         invocation.arg(emission_us).arg(quota.burst).arg(cost);
         let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);

@@ -5,8 +5,11 @@
 mod support;
 
 mod api;
+mod auth;
 mod cli;
 mod crash;
 mod hostile;
 mod ops;
+mod protection_cli;
 mod queue;
+mod ratelimit;

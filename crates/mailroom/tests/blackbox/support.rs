@@ -330,29 +330,58 @@ pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mailroom"))
 }
 
+/// Runs a `mailroom` command on `db` (with `env` added) to completion.
+pub fn run_cli(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = binary();
+    cmd.args(args)
+        .env("MAILROOM_DATABASE_URL", &db.url)
+        .env("LOG_LEVEL", "warn")
+        .current_dir(db.dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run mailroom")
+}
+
 impl ServerProcess {
+    /// `mailroom serve` on loopback, provisioned with [`PROCESS_ADMIN_KEY`].
     pub fn start(db: &TestDb, settings: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = vec![("MAILROOM_API_KEYS".into(), PROCESS_ADMIN_KEY.into())];
+        env.extend(settings.iter().map(|(k, v)| (mailroom::config::env_name(k), v.to_string())));
+        match Self::launch(db, &["--bind", "127.0.0.1:0"], &env) {
+            Ok(server) => server,
+            Err(logs) => panic!("server did not start: {logs:?}"),
+        }
+    }
+
+    /// `mailroom serve ARGS` with exactly the environment `env` (plus the
+    /// database); `Err(logs)` when it exits or does not listen in 20 s.
+    pub fn launch(db: &TestDb, args: &[&str], env: &[(String, String)]) -> Result<Self, Vec<String>> {
         let mut cmd = binary();
-        cmd.args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+        cmd.arg("serve")
+            .args(args)
+            .args(["--log-format", "json"])
             .env("MAILROOM_DATABASE_URL", &db.url)
-            .env("MAILROOM_API_KEYS", PROCESS_ADMIN_KEY)
             .env("MAILROOM_QUEUE_POLL_INTERVAL_MS", "50")
             .env("LOG_LEVEL", "info")
             .current_dir(db.dir())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in settings {
-            cmd.env(mailroom::config::env_name(k), v);
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn mailroom");
         let stderr = child.stderr.take().expect("stderr");
+        let stdout = child.stdout.take().expect("stdout");
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let printed = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
@@ -365,14 +394,33 @@ impl ServerProcess {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr.parse().expect("listening address"),
+        let out = Arc::clone(&printed);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().expect("stdout lock").push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Ok(Self {
+                child,
+                addr: addr.parse().expect("listening address"),
+                logs,
+                stdout: printed,
+            }),
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not start: {:?}", logs.lock().expect("log lock"));
+                let _ = child.wait();
+                // Let the reader threads drain what the process wrote.
+                std::thread::sleep(Duration::from_millis(100));
+                let lines = logs.lock().expect("log lock").clone();
+                Err(lines)
             }
-        };
-        Self { child, addr, logs }
+        }
+    }
+
+    /// What the server printed on standard output.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().expect("stdout lock").clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -430,5 +478,136 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends `request` as raw bytes on a fresh connection and returns what the
+/// server answered before closing or going quiet for `wait`.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(Ok(n)) = tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A Prometheus sample's value (0 when absent), e.g.
+/// `metric(&text, "auth_failures_total{reason=\"missing\"}")`.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+impl TestApp {
+    /// Issues a key through the API; returns (key, id).
+    pub async fn create_key(&self, name: &str, scopes: &str, expires_in: Option<&str>) -> (String, String) {
+        let mut body = serde_json::json!({"name": name, "scopes": scopes});
+        if let Some(e) = expires_in {
+            body["expires_in"] = e.into();
+        }
+        let response = self
+            .client
+            .post(self.url("/api/v1/keys"))
+            .json(&body)
+            .send()
+            .await
+            .expect("create key");
+        assert_eq!(response.status(), 201);
+        let v: Value = response.json().await.expect("json");
+        (
+            v["key"].as_str().expect("key").to_string(),
+            v["id"].as_str().expect("id").to_string(),
+        )
+    }
+
+    /// Audit entries matching a query string (admin).
+    pub async fn audit(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get_json(&format!("/api/v1/audit?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+}
+
+pub const REDIS_ENV: &str = "MAILROOM_TEST_REDIS_URL";
+
+/// The Redis the tests share (`MAILROOM_TEST_REDIS_URL`), or `None` with a
+/// loud notice.
+pub fn test_redis_url() -> Option<String> {
+    match std::env::var(REDIS_ENV) {
+        Ok(url) => Some(url),
+        Err(_) => {
+            eprintln!("\n*** SKIPPED the Redis half: set {REDIS_ENV}=redis://127.0.0.1:6379 to run it ***\n");
+            None
+        }
+    }
+}
+
+/// A private `redis-server` on a free port, for tests that stop Redis.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Self { child: None, port };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
