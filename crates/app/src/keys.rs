@@ -555,11 +555,23 @@ mod tests {
     #[test]
     fn liveness() {
         assert_eq!(check_live(&record(None, None, false), 10), Ok(()));
-        assert_eq!(check_live(&record(Some(1), None, false), 10), Err(AuthFailure::Revoked));
-        assert_eq!(check_live(&record(None, Some(10), false), 10), Err(AuthFailure::Expired));
-        assert_eq!(check_live(&record(None, Some(10), true), 11), Err(AuthFailure::Rotated));
+        assert_eq!(
+            check_live(&record(Some(1), None, false), 10),
+            Err(AuthFailure::Revoked)
+        );
+        assert_eq!(
+            check_live(&record(None, Some(10), false), 10),
+            Err(AuthFailure::Expired)
+        );
+        assert_eq!(
+            check_live(&record(None, Some(10), true), 11),
+            Err(AuthFailure::Rotated)
+        );
         assert_eq!(check_live(&record(None, Some(11), true), 10), Ok(()));
-        assert_eq!(info_from_record(&record(None, Some(11), true), 10).map(|i| i.status), Some("expiring"));
+        assert_eq!(
+            info_from_record(&record(None, Some(11), true), 10).map(|i| i.status),
+            Some("expiring")
+        );
     }
 
     #[test]

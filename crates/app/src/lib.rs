@@ -19,7 +19,9 @@ mod worker;
 
 pub use audit::{actions, Actor, AuditLog};
 pub use keys::{AuthFailure, IssuedKey, KeyError, KeyInfo, KeyService, Principal, CACHE_TTL};
-pub use reseal::{reseal_all, ResealProgress, ResealSummary};
+pub use reseal::{
+    reseal_all, ResealProgress, ResealSummary, KEYRING_REPORT_EVERY, KEYRING_REPORT_STALE,
+};
 
 pub use clock::{now_ms, start_of_utc_day_ms};
 pub use error::IngestError;

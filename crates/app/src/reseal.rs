@@ -1,17 +1,30 @@
-//! Re-encrypting stored mail under the current data key, while the server
-//! keeps running.
+//! Re-encrypting stored mail under the current data key, while servers
+//! keep running.
+//!
+//! Servers report the key they seal with (`Store::report_keyring`, at
+//! start, after every reload and every few seconds). A re-encryption is
+//! done only when no record is under another key *and* every running server
+//! reports the current key; then it waits a moment and checks once more,
+//! because a server that has just switched may still be committing records
+//! it sealed a moment before.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mailroom_store::{ResealBacklog, Store, StoreError};
 use mailroom_telemetry::names;
 
+use crate::clock::now_ms;
+
 /// Messages examined per batch (one short write transaction each).
 const BATCH: u32 = 100;
-/// Passes over the table before giving up on records that keep arriving
-/// under an old key (a server that has not loaded the new key yet).
-const MAX_PASSES: u32 = 30;
-const BETWEEN_PASSES: Duration = Duration::from_secs(1);
+/// A server that has not reported for this long is taken to be gone.
+pub const KEYRING_REPORT_STALE: Duration = Duration::from_secs(30);
+/// How often servers report.
+pub const KEYRING_REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Time for records sealed just before a switch to be committed.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Longest to wait for servers to load the current key.
+const MAX_WAIT: Duration = Duration::from_secs(120);
 
 /// How far a re-encryption has come.
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,6 +33,8 @@ pub struct ResealProgress {
     /// Records still to do when the current pass started.
     pub pass_total: u64,
     pub pass: u32,
+    /// Running servers not yet sealing with the current key.
+    pub servers_behind: usize,
 }
 
 /// The outcome of [`reseal_all`].
@@ -29,22 +44,80 @@ pub struct ResealSummary {
     pub passes: u32,
     /// Records still not under the current key (0 when done).
     pub remaining: ResealBacklog,
+    /// Running servers still on another key (0 when done).
+    pub servers_behind: usize,
 }
 
-/// Re-seals every raw message and parsed view not under the current key,
-/// pass after pass until none is left (rows changed or written under an
-/// old key meanwhile are taken by the next pass). Then empties SQLite's
-/// WAL so old ciphertext and plaintext do not linger on disk.
+/// Re-seals every raw message and parsed view not under the current key
+/// (see the module docs for when it is done), then empties SQLite's WAL so
+/// old ciphertext and plaintext do not linger on disk.
 pub async fn reseal_all(
     store: &Store,
     on_progress: &mut (dyn FnMut(ResealProgress) + Send),
 ) -> Result<ResealSummary, StoreError> {
+    let current =
+        store
+            .keyring()
+            .map(|r| r.current_id().to_string())
+            .ok_or(StoreError::Sealing(
+                mailroom_security::SecurityError::NoDataKey,
+            ))?;
     let mut progress = ResealProgress::default();
+    let deadline = Instant::now() + MAX_WAIT;
+    let mut confirming = false;
+    loop {
+        let backlog = reseal_pass_until_empty(store, &mut progress, on_progress).await?;
+        let stale_before = now_ms() - KEYRING_REPORT_STALE.as_millis() as i64;
+        progress.servers_behind = store
+            .keyring_reports(stale_before)
+            .await?
+            .iter()
+            .filter(|(_, key)| key.as_deref() != Some(current.as_str()))
+            .count();
+        on_progress(progress);
+        let clean = backlog.total() == 0 && progress.servers_behind == 0;
+        if clean && confirming {
+            store.truncate_wal().await?;
+            return Ok(ResealSummary {
+                resealed: progress.resealed,
+                passes: progress.pass,
+                remaining: backlog,
+                servers_behind: 0,
+            });
+        }
+        if !clean && Instant::now() > deadline {
+            return Ok(ResealSummary {
+                resealed: progress.resealed,
+                passes: progress.pass,
+                remaining: backlog,
+                servers_behind: progress.servers_behind,
+            });
+        }
+        confirming = clean;
+        tokio::time::sleep(if clean {
+            SETTLE
+        } else {
+            Duration::from_secs(1)
+        })
+        .await;
+    }
+}
+
+/// Passes over the table until one finds nothing left to do (or ten passes
+/// in a row keep finding records arriving under an old key).
+async fn reseal_pass_until_empty(
+    store: &Store,
+    progress: &mut ResealProgress,
+    on_progress: &mut (dyn FnMut(ResealProgress) + Send),
+) -> Result<ResealBacklog, StoreError> {
     let mut backlog = store.reseal_backlog().await?;
-    while backlog.total() > 0 && progress.pass < MAX_PASSES {
+    for _ in 0..10 {
+        if backlog.total() == 0 {
+            break;
+        }
         progress.pass += 1;
         progress.pass_total = backlog.total();
-        on_progress(progress);
+        on_progress(*progress);
         let mut after: Option<String> = None;
         loop {
             let batch = store.reseal_batch(after.as_deref(), BATCH).await?;
@@ -53,18 +126,10 @@ pub async fn reseal_all(
             }
             progress.resealed += batch.resealed;
             metrics::counter!(names::DATA_KEY_RESEALED_TOTAL).increment(batch.resealed);
-            on_progress(progress);
+            on_progress(*progress);
             after = batch.last_id;
         }
         backlog = store.reseal_backlog().await?;
-        if backlog.total() > 0 {
-            tokio::time::sleep(BETWEEN_PASSES).await;
-        }
     }
-    store.truncate_wal().await?;
-    Ok(ResealSummary {
-        resealed: progress.resealed,
-        passes: progress.pass,
-        remaining: backlog,
-    })
+    Ok(backlog)
 }

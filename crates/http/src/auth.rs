@@ -97,9 +97,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     );
     let presented = match credentials(request.headers()) {
         Ok(Some(key)) => key.to_string(),
-        Ok(None) => {
-            return refuse(&state, ip, None, AuthFailure::Missing, &target, required).await
-        }
+        Ok(None) => return refuse(&state, ip, None, AuthFailure::Missing, &target, required).await,
         Err(why) => {
             return refuse_malformed(&state, ip, why, &target).await;
         }
@@ -107,15 +105,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let principal = match state.keys.authenticate(&presented).await {
         Ok(p) => p,
         Err(failure) => {
-            return refuse(
-                &state,
-                ip,
-                Some(&presented),
-                failure,
-                &target,
-                required,
-            )
-            .await
+            return refuse(&state, ip, Some(&presented), failure, &target, required).await
         }
     };
     if !principal.scopes.allows(required) {
@@ -220,8 +210,11 @@ fn with_limit_headers(mut response: Response, decision: Option<&Decision>) -> Re
 /// shaped like a generated key, nothing of anything else.
 fn shown_prefix(presented: &str) -> Option<String> {
     let prefix = presented.get(..PUBLIC_PREFIX_LEN)?;
-    (ApiKeySecret::looks_generated(presented) && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .then(|| prefix.to_string())
+    (ApiKeySecret::looks_generated(presented)
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    .then(|| prefix.to_string())
 }
 
 fn count_and_audit(
@@ -328,9 +321,15 @@ mod tests {
             credentials(&headers(&[("authorization", "bearer abc")])),
             Ok(Some("abc"))
         );
-        assert_eq!(credentials(&headers(&[("x-api-key", "abc")])), Ok(Some("abc")));
         assert_eq!(
-            credentials(&headers(&[("authorization", "Bearer abc"), ("x-api-key", "abc")])),
+            credentials(&headers(&[("x-api-key", "abc")])),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            credentials(&headers(&[
+                ("authorization", "Bearer abc"),
+                ("x-api-key", "abc")
+            ])),
             Ok(Some("abc"))
         );
         for bad in [
@@ -350,8 +349,14 @@ mod tests {
     #[test]
     fn only_public_prefixes_are_shown() {
         let key = ApiKeySecret::generate();
-        assert_eq!(shown_prefix(key.expose()).as_deref(), Some(key.public_prefix()));
-        assert_eq!(shown_prefix("some-configured-secret-0123456789abcdef"), None);
+        assert_eq!(
+            shown_prefix(key.expose()).as_deref(),
+            Some(key.public_prefix())
+        );
+        assert_eq!(
+            shown_prefix("some-configured-secret-0123456789abcdef"),
+            None
+        );
         assert_eq!(shown_prefix("mr_"), None);
     }
 }

@@ -54,7 +54,10 @@ mod tests {
             client_ip(ip("203.0.113.9"), &headers(&["1.2.3.4"]), &trusted),
             ip("203.0.113.9")
         );
-        assert_eq!(client_ip(ip("127.0.0.1"), &headers(&["1.2.3.4"]), &[]), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &headers(&["1.2.3.4"]), &[]),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]
@@ -70,13 +73,20 @@ mod tests {
             ip("198.51.100.7")
         );
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &headers(&["6.6.6.6", "198.51.100.7"]), &trusted),
+            client_ip(
+                ip("10.0.0.2"),
+                &headers(&["6.6.6.6", "198.51.100.7"]),
+                &trusted
+            ),
             ip("198.51.100.7")
         );
         assert_eq!(
             client_ip(ip("10.0.0.2"), &headers(&["garbage"]), &trusted),
             ip("10.0.0.2")
         );
-        assert_eq!(client_ip(ip("10.0.0.2"), &headers(&[]), &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &headers(&[]), &trusted),
+            ip("10.0.0.2")
+        );
     }
 }

@@ -37,7 +37,10 @@ pub enum ApiError {
     Forbidden { required: Scope, held: String },
     /// 429: a rate limit is exhausted.
     #[error("{message}")]
-    RateLimited { message: String, retry_after_secs: u64 },
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     RequestTimeout(String),
     #[error("{0}")]
@@ -81,6 +84,14 @@ impl From<StoreError> for ApiError {
             unavailable if unavailable.is_unavailable() => {
                 ApiError::Unavailable(unavailable.to_string())
             }
+            // Mail sealed under a data key this server was not given: the
+            // operator must configure the key; the record is intact.
+            StoreError::Sealing(
+                e @ (mailroom_security::SecurityError::UnknownDataKey(_)
+                | mailroom_security::SecurityError::NoDataKey),
+            ) => ApiError::Unavailable(format!(
+                "this message is encrypted and its data key is not configured on this server ({e})"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -14,7 +14,8 @@ use crate::{ApiError, AppState};
 /// The API serves JSON and raw mail, never pages: nothing may be framed,
 /// scripted, embedded or sniffed. Page routes (when they exist) set their
 /// own, looser policy; these are only added where a handler set none.
-const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let api = request.uri().path().starts_with("/api/");

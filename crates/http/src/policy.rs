@@ -59,8 +59,11 @@ pub fn of(method: &Method, route: Option<&str>) -> RoutePolicy {
         },
         (
             "GET",
-            "/api/v1/messages" | "/api/v1/messages/{id}" | "/api/v1/messages/{id}/raw"
-            | "/api/v1/jobs" | "/process/status",
+            "/api/v1/messages"
+            | "/api/v1/messages/{id}"
+            | "/api/v1/messages/{id}/raw"
+            | "/api/v1/jobs"
+            | "/process/status",
         ) => needs(Read, 1),
         ("POST", "/api/v1/messages") => needs(Write, 1),
         ("DELETE", "/api/v1/messages/{id}") => needs(Admin, 2),

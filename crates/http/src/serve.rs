@@ -128,7 +128,10 @@ pub async fn serve(
             },
             _ = stop.cancelled() => break,
         };
-        let exempt = limits.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
+        let exempt = limits
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&peer.ip()));
         let ip_slot = if exempt {
             None
         } else {
@@ -155,9 +158,18 @@ pub async fn serve(
         let stop = stop.clone();
         tracker.spawn(async move {
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
                 let router = router.clone();
-                async move { Ok::<_, Infallible>(router.oneshot(request.map(Body::new)).await.unwrap_or_else(|e| match e {})) }
+                async move {
+                    Ok::<_, Infallible>(
+                        router
+                            .oneshot(request.map(Body::new))
+                            .await
+                            .unwrap_or_else(|e| match e {}),
+                    )
+                }
             });
             let connection = builder
                 .serve_connection(TokioIo::new(stream), service)

@@ -30,7 +30,9 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
-#[command(about = "Measure mailroom: ingest throughput, RSS and start-up; auth and rate-limit overhead")]
+#[command(
+    about = "Measure mailroom: ingest throughput, RSS and start-up; auth and rate-limit overhead"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Mode>,
@@ -150,9 +152,7 @@ impl Server {
         for (k, v) in env {
             command.env(k, v);
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("spawning {bin}"))?;
+        let child = command.spawn().with_context(|| format!("spawning {bin}"))?;
         let base = format!("http://127.0.0.1:{port}");
         let mut server = Server { child, base };
         let ready = server.wait_ready(started)?;
@@ -330,6 +330,9 @@ async fn hammer(
     ))
 }
 
+/// A label, the `serve` flags and the environment of one configuration.
+type Configuration<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
 struct Run {
     round: usize,
     label: String,
@@ -350,7 +353,14 @@ async fn auth_overhead(args: OverheadArgs) -> anyhow::Result<()> {
     // A key stored in the database: the path every request with a
     // generated key takes (configured keys skip the lookup).
     let created = Command::new(&args.bin)
-        .args(["keys", "create", "--name", &format!("bench-{}", std::process::id()), "--scopes", "read"])
+        .args([
+            "keys",
+            "create",
+            "--name",
+            &format!("bench-{}", std::process::id()),
+            "--scopes",
+            "read",
+        ])
         .env("DATABASE_URL", &args.database_url)
         .env("LOG_LEVEL", "warn")
         .stderr(Stdio::null())
@@ -360,7 +370,7 @@ async fn auth_overhead(args: OverheadArgs) -> anyhow::Result<()> {
         bail!("`mailroom keys create` failed");
     }
     let db_key = String::from_utf8(created.stdout)?.trim().to_string();
-    let mut configurations: Vec<(&str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+    let mut configurations: Vec<Configuration> = vec![
         (
             "no_auth_no_limits",
             vec!["--insecure-no-auth"],
@@ -392,14 +402,24 @@ async fn auth_overhead(args: OverheadArgs) -> anyhow::Result<()> {
             // for every configuration).
             let cpu_us = cpu * 1e6 / (rps * args.seconds as f64).max(1.0);
             eprintln!("round {round} {label}: {rps:.0} req/s, server {cpu_us:.1} us CPU/request (p50 {p50:.2} ms, p99 {p99:.2} ms)");
-            runs.push(Run { round, label: label.to_string(), rps, cpu_us, p50, p99 });
+            runs.push(Run {
+                round,
+                label: label.to_string(),
+                rps,
+                cpu_us,
+                p50,
+                p99,
+            });
         }
     }
     let median = |mut v: Vec<f64>| -> Option<f64> {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
-    let base_of = |round: usize| runs.iter().find(|r| r.round == round && r.label == "no_auth_no_limits");
+    let base_of = |round: usize| {
+        runs.iter()
+            .find(|r| r.round == round && r.label == "no_auth_no_limits")
+    };
     let summary = |label: &str| -> Value {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.label == label).collect();
         let throughput_overhead: Vec<f64> = mine
@@ -435,7 +455,6 @@ async fn auth_overhead(args: OverheadArgs) -> anyhow::Result<()> {
 }
 
 async fn ingest(args: Args) -> anyhow::Result<()> {
-
     // Start-up: the first start creates and migrates the database; the
     // following ones measure a start on an existing database.
     let mut ready_ms = Vec::new();

@@ -528,15 +528,18 @@ impl Layers {
         }
         if r.problems.is_empty() {
             let fingerprint = self.fingerprint();
-            config.complete().map(|mut c| {
-                c.fingerprint = fingerprint;
-                c
-            }).ok_or_else(|| {
-                vec![Problem {
-                    key: "config".into(),
-                    message: "incomplete configuration".into(),
-                }]
-            })
+            config
+                .complete()
+                .map(|mut c| {
+                    c.fingerprint = fingerprint;
+                    c
+                })
+                .ok_or_else(|| {
+                    vec![Problem {
+                        key: "config".into(),
+                        message: "incomplete configuration".into(),
+                    }]
+                })
         } else {
             Err(r.problems)
         }
@@ -671,8 +674,14 @@ fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
     }
     let redis_url = r.string("redis_url");
     if let Some(url) = &redis_url {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-            r.problem("redis_url", "expected redis://HOST:PORT (or rediss://, unix://)".into());
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            r.problem(
+                "redis_url",
+                "expected redis://HOST:PORT (or rediss://, unix://)".into(),
+            );
         }
     }
     let data_keys = data_key_source(r);
@@ -736,7 +745,12 @@ fn configured_api_keys(r: &mut Resolver<'_>) -> Vec<(ApiKeySecret, Scopes)> {
         return Vec::new();
     };
     let mut keys = Vec::new();
-    for (i, entry) in raw.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+    for (i, entry) in raw
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+    {
         let (scopes, secret) = match entry.split_once(':') {
             Some((scopes, secret)) => match scopes.parse::<Scopes>() {
                 Ok(s) => (s, secret),

@@ -28,7 +28,10 @@ pub async fn create(
     expires: Option<&str>,
 ) -> anyhow::Result<()> {
     let scopes: Scopes = scopes.parse().context("--scopes")?;
-    let expires = expires.map(parse_duration).transpose().context("--expires")?;
+    let expires = expires
+        .map(parse_duration)
+        .transpose()
+        .context("--expires")?;
     let issued = keys.create(name, scopes, expires, &Actor::cli()).await?;
     println!("{}", issued.secret.expose());
     eprintln!(
@@ -126,9 +129,14 @@ pub async fn rotate_data_key(store: &Store, config: &Config, new_key: bool) -> a
         );
     }
     let Some(ring) = store.keyring() else {
-        anyhow::bail!("no data key is configured: set MAILROOM_DATA_KEY or encryption.key_file first");
+        anyhow::bail!(
+            "no data key is configured: set MAILROOM_DATA_KEY or encryption.key_file first"
+        );
     };
-    eprintln!("re-encrypting stored mail under data key {}", ring.current_id());
+    eprintln!(
+        "re-encrypting stored mail under data key {}",
+        ring.current_id()
+    );
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -146,8 +154,15 @@ pub async fn rotate_data_key(store: &Store, config: &Config, new_key: bool) -> a
             pass_start = p.resealed;
             bar.set_length(p.pass_total);
             bar.set_position(0);
-            bar.set_message(p.pass.to_string());
         }
+        bar.set_message(if p.servers_behind > 0 {
+            format!(
+                "{} (waiting for {} server(s) to load the key)",
+                p.pass, p.servers_behind
+            )
+        } else {
+            p.pass.to_string()
+        });
         bar.set_position(p.resealed - pass_start);
     })
     .await?;
@@ -157,16 +172,18 @@ pub async fn rotate_data_key(store: &Store, config: &Config, new_key: bool) -> a
         .record(AuditLog::event(
             &Actor::cli(),
             mailroom_app::actions::DATA_KEY_RESEAL,
-            if summary.remaining.total() == 0 { "success" } else { "failure" },
+            if summary.remaining.total() == 0 && summary.servers_behind == 0 { "success" } else { "failure" },
             Some(ring.current_id().as_str()),
             Some(serde_json::json!({"resealed": summary.resealed, "passes": summary.passes, "remaining": summary.remaining.total()})),
         ))
         .await?;
-    if summary.remaining.total() > 0 {
+    if summary.servers_behind > 0 || summary.remaining.total() > 0 {
         anyhow::bail!(
-            "{} records are still under older keys after {} passes: is a server still writing with an old key ring? \
-             Restart it with the new key and run this again",
+            "{} records are still under other keys and {} running server(s) still seal with another key after {} passes. \
+             Give every server the current key (a key file is reloaded within a second; MAILROOM_DATA_KEY needs a restart) \
+             and run this again; keep the old keys configured until it succeeds",
             summary.remaining.total(),
+            summary.servers_behind,
             summary.passes
         );
     }

@@ -227,23 +227,40 @@ fn validate(layers: &Layers) -> ExitCode {
                 if s.insecure_no_auth {
                     "DISABLED (--insecure-no-auth)".to_string()
                 } else {
-                    format!("api keys ({} provisioned in configuration)", s.api_keys.len())
+                    format!(
+                        "api keys ({} provisioned in configuration)",
+                        s.api_keys.len()
+                    )
                 }
             );
             println!(
                 "  rate_limit = {}",
                 match (&s.rate_limit, &s.redis_url) {
                     (None, _) => "off".to_string(),
-                    (Some(r), None) => format!("memory (key {}/s burst {}, ip {}/s burst {})", r.key.per_second, r.key.burst, r.ip.per_second, r.ip.burst),
-                    (Some(r), Some(_)) => format!("redis, {} (key {}/s burst {}, ip {}/s burst {})", r.on_redis_failure.as_str(), r.key.per_second, r.key.burst, r.ip.per_second, r.ip.burst),
+                    (Some(r), None) => format!(
+                        "memory (key {}/s burst {}, ip {}/s burst {})",
+                        r.key.per_second, r.key.burst, r.ip.per_second, r.ip.burst
+                    ),
+                    (Some(r), Some(_)) => format!(
+                        "redis, {} (key {}/s burst {}, ip {}/s burst {})",
+                        r.on_redis_failure.as_str(),
+                        r.key.per_second,
+                        r.key.burst,
+                        r.ip.per_second,
+                        r.ip.burst
+                    ),
                 }
             );
             println!(
                 "  encryption = {}",
                 match &s.data_keys {
                     mailroom::config::DataKeySource::None => "DISABLED (no data key)".to_string(),
-                    mailroom::config::DataKeySource::Inline { previous, .. } => format!("AES-256-GCM, key from MAILROOM_DATA_KEY ({} previous)", previous.len()),
-                    mailroom::config::DataKeySource::File(p) => format!("AES-256-GCM, keys from {}", p.display()),
+                    mailroom::config::DataKeySource::Inline { previous, .. } => format!(
+                        "AES-256-GCM, key from MAILROOM_DATA_KEY ({} previous)",
+                        previous.len()
+                    ),
+                    mailroom::config::DataKeySource::File(p) =>
+                        format!("AES-256-GCM, keys from {}", p.display()),
                 }
             );
             ExitCode::SUCCESS

@@ -77,6 +77,8 @@ fn install_data_keys(store: &Store, source: &DataKeySource) -> anyhow::Result<()
 
 /// A built, listening application: the HTTP server and the worker pool.
 pub struct Application {
+    /// Names this process in the data-key reports of `server_state`.
+    instance: String,
     listener: TcpListener,
     state: AppState,
     store: Store,
@@ -186,7 +188,10 @@ impl Application {
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "listening"
         );
+        let instance = uuid::Uuid::now_v7().to_string();
+        report_keyring(&store, &instance).await;
         Ok(Self {
+            instance,
             listener,
             state,
             store,
@@ -219,6 +224,7 @@ impl Application {
         });
         tokio::spawn(maintenance(
             self.state.clone(),
+            self.instance.clone(),
             self.config.security.data_keys.clone(),
             stop.clone(),
         ));
@@ -252,6 +258,9 @@ impl Application {
             Ok(Ok(result)) => result.context("HTTP server failed")?,
             Ok(Err(join)) => return Err(anyhow::anyhow!("HTTP server task failed: {join}")),
             Err(_) => warn!("open HTTP connections outlived the grace period"),
+        }
+        if let Err(e) = self.store.withdraw_keyring_report(&self.instance).await {
+            warn!(error = %e, "could not withdraw the data-key report");
         }
         self.store.close().await;
         info!("stopped");
@@ -336,13 +345,32 @@ async fn audit_configuration_change(
     store
         .set_state_value(CONFIG_STATE, &now.to_string(), mailroom_app::now_ms())
         .await?;
-    info!(settings = changed.len(), "configuration changed since the last start (audited)");
+    info!(
+        settings = changed.len(),
+        "configuration changed since the last start (audited)"
+    );
     Ok(())
 }
 
-/// Background upkeep: reload a changed key file, forget idle rate-limit
-/// buckets.
-async fn maintenance(state: AppState, data_keys: DataKeySource, stop: CancellationToken) {
+/// Tells re-encryptions which data key this server seals with.
+async fn report_keyring(store: &Store, instance: &str) {
+    let key = store.keyring().map(|r| r.current_id().to_string());
+    if let Err(e) = store
+        .report_keyring(instance, key.as_deref(), mailroom_app::now_ms())
+        .await
+    {
+        warn!(error = %e, "could not report the data key in use");
+    }
+}
+
+/// Background upkeep: reload a changed key file, report the data key in
+/// use, forget idle rate-limit buckets.
+async fn maintenance(
+    state: AppState,
+    instance: String,
+    data_keys: DataKeySource,
+    stop: CancellationToken,
+) {
     let key_file = match &data_keys {
         DataKeySource::File(path) => Some(path.clone()),
         _ => None,
@@ -359,14 +387,21 @@ async fn maintenance(state: AppState, data_keys: DataKeySource, stop: Cancellati
             _ = tick.tick() => {}
         }
         ticks += 1;
+        let mut report = ticks % mailroom_app::KEYRING_REPORT_EVERY.as_secs().max(1) == 0;
         if let Some(path) = &key_file {
             let now = modified(path);
             if now != seen {
                 seen = now;
-                if let Err(e) = state.store.reload_keyring() {
-                    warn!(error = %e, "the key file changed but could not be loaded; keeping the keys in use");
+                match state.store.reload_keyring() {
+                    Ok(changed) => report |= changed,
+                    Err(e) => {
+                        warn!(error = %e, "the key file changed but could not be loaded; keeping the keys in use")
+                    }
                 }
             }
+        }
+        if report {
+            report_keyring(&state.store, &instance).await;
         }
         if ticks % 60 == 0 {
             if let Some(limiter) = &state.limiter {

@@ -221,7 +221,11 @@ impl RateLimiter {
                 let (latency, error) = redis.ping().await;
                 LimiterHealth {
                     backend: "redis",
-                    status: if error.is_none() { "healthy" } else { "degraded" },
+                    status: if error.is_none() {
+                        "healthy"
+                    } else {
+                        "degraded"
+                    },
                     policy: Some(self.inner.config.on_redis_failure.as_str()),
                     latency,
                     error,
@@ -297,20 +301,78 @@ mod tests {
         assert_eq!(d.remaining, 0);
     }
 
+    /// The Lua script against the real Redis (`MAILROOM_TEST_REDIS_URL`).
+    #[tokio::test]
+    async fn redis_buckets_behave_like_memory_buckets() {
+        let Ok(url) = std::env::var("MAILROOM_TEST_REDIS_URL") else {
+            eprintln!("*** SKIPPED: set MAILROOM_TEST_REDIS_URL=redis://127.0.0.1:6379 ***");
+            return;
+        };
+        let prefix = format!("mailroom-unit:{}", std::process::id());
+        let l = RateLimiter::new(LimiterConfig {
+            key: Quota {
+                per_second: 1,
+                burst: 3,
+            },
+            ip: Quota {
+                per_second: 1,
+                burst: 3,
+            },
+            redis_url: Some(url),
+            redis_prefix: format!(
+                "{prefix}:{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
+            on_redis_failure: RedisFailurePolicy::FailClosed,
+            redis_timeout: Duration::from_millis(500),
+        })
+        .expect("limiter");
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            let d = l.check(BucketScope::Key, "k", 1).await;
+            assert!(d.allowed && !d.limiter_unavailable, "{d:?}");
+            remaining.push(d.remaining);
+        }
+        assert_eq!(remaining, vec![2, 1, 0]);
+        let refused = l.check(BucketScope::Key, "k", 1).await;
+        assert!(!refused.allowed && !refused.limiter_unavailable);
+        assert!(
+            refused.retry_after > Duration::from_millis(500)
+                && refused.retry_after <= Duration::from_secs(1)
+        );
+        assert!(
+            l.check(BucketScope::Ip, "k", 1).await.allowed,
+            "scopes have their own buckets"
+        );
+        assert_eq!(l.health().await.status, "healthy");
+    }
+
     #[test]
     fn ipv6_clients_share_a_slash_64() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
         assert_eq!(ip_bucket(a), ip_bucket(b));
         assert_eq!(ip_bucket("192.0.2.7".parse().expect("ip")), "192.0.2.7");
-        assert_eq!(ip_bucket("::ffff:192.0.2.7".parse().expect("ip")), "192.0.2.7");
+        assert_eq!(
+            ip_bucket("::ffff:192.0.2.7".parse().expect("ip")),
+            "192.0.2.7"
+        );
     }
 
     #[test]
     fn zero_quotas_are_refused() {
         assert!(RateLimiter::new(LimiterConfig {
-            key: Quota { per_second: 0, burst: 1 },
-            ip: Quota { per_second: 1, burst: 1 },
+            key: Quota {
+                per_second: 0,
+                burst: 1
+            },
+            ip: Quota {
+                per_second: 1,
+                burst: 1
+            },
             redis_url: None,
             redis_prefix: "mailroom:rl".into(),
             on_redis_failure: RedisFailurePolicy::FailOpen,

@@ -9,12 +9,8 @@ use governor::{
 
 use crate::{BucketScope, Decision, Quota};
 
-type Keyed = RateLimiter<
-    String,
-    DefaultKeyedStateStore<String>,
-    DefaultClock,
-    StateInformationMiddleware,
->;
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// This process's buckets (governor's GCRA over a concurrent map).
 pub struct MemoryBuckets {

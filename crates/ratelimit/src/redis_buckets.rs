@@ -121,7 +121,8 @@ impl RedisBuckets {
             .set_response_timeout(Some(self.timeout));
         match tokio::time::timeout(
             self.timeout * 2,
-            self.client.get_multiplexed_async_connection_with_config(&config),
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
         )
         .await
         {

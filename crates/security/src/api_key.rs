@@ -64,7 +64,11 @@ impl ApiKeySecret {
         if raw.len() != KEY_LEN {
             return Err(SecurityError::MalformedKey("wrong length"));
         }
-        if !raw.bytes().skip(KEY_PREFIX.len()).all(|b| b.is_ascii_alphanumeric()) {
+        if !raw
+            .bytes()
+            .skip(KEY_PREFIX.len())
+            .all(|b| b.is_ascii_alphanumeric())
+        {
             return Err(SecurityError::MalformedKey("characters outside base62"));
         }
         let (body, sum) = raw[KEY_PREFIX.len()..].split_at(BODY_LEN);
@@ -155,7 +159,9 @@ impl fmt::Debug for KeyHash {
 
 fn checksum(body: &str) -> String {
     let digest = Sha256::digest(body.as_bytes());
-    let mut n = u64::from(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]));
+    let mut n = u64::from(u32::from_be_bytes([
+        digest[0], digest[1], digest[2], digest[3],
+    ]));
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];

@@ -44,7 +44,17 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "d", "90", "0d", "-1d", "1y", "1.5h", "99999999999999w", "h24"] {
+        for bad in [
+            "",
+            "d",
+            "90",
+            "0d",
+            "-1d",
+            "1y",
+            "1.5h",
+            "99999999999999w",
+            "h24",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

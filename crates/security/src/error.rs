@@ -8,7 +8,9 @@ pub enum SecurityError {
     NoScopes,
     #[error("malformed API key: {0}")]
     MalformedKey(&'static str),
-    #[error("invalid duration `{0}`: expected a number with a unit s, m, h, d or w (e.g. 90d, 24h)")]
+    #[error(
+        "invalid duration `{0}`: expected a number with a unit s, m, h, d or w (e.g. 90d, 24h)"
+    )]
     InvalidDuration(String),
     #[error("invalid data key: {0}")]
     InvalidDataKey(String),

@@ -73,8 +73,7 @@ impl DataKey {
                 .decode(text)
                 .map_err(|_| {
                     SecurityError::InvalidDataKey(
-                        "expected 32 bytes as base64 (44 characters) or hex (64 characters)"
-                            .into(),
+                        "expected 32 bytes as base64 (44 characters) or hex (64 characters)".into(),
                     )
                 })?
         };
@@ -272,10 +271,7 @@ mod tests {
         let ring = keyring();
         let sealed = ring.seal(b"message_raw:1", b"Dear Bob, the secret is 42");
         assert_eq!(&sealed.key_id, ring.current_id());
-        assert!(!sealed
-            .bytes
-            .windows(6)
-            .any(|w| w == b"secret"));
+        assert!(!sealed.bytes.windows(6).any(|w| w == b"secret"));
         assert_eq!(
             ring.open(b"message_raw:1", &sealed.bytes).expect("opens"),
             b"Dear Bob, the secret is 42"
@@ -297,7 +293,10 @@ mod tests {
         let mut altered = sealed.bytes.clone();
         let last = altered.len() - 1;
         altered[last] ^= 1;
-        assert_eq!(ring.open(b"message_raw:1", &altered), Err(SecurityError::Tampered));
+        assert_eq!(
+            ring.open(b"message_raw:1", &altered),
+            Err(SecurityError::Tampered)
+        );
         assert!(matches!(
             ring.open(b"x", b"plain text"),
             Err(SecurityError::MalformedEnvelope(_))
@@ -315,7 +314,10 @@ mod tests {
             .expect("file");
         assert_eq!(after.current_id(), new.id());
         assert_eq!(after.key_ids().len(), 2);
-        assert_eq!(after.open(b"a", &sealed.bytes).expect("old key"), b"old record");
+        assert_eq!(
+            after.open(b"a", &sealed.bytes).expect("old key"),
+            b"old record"
+        );
         let only_new = Keyring::new(DataKey::parse(&new_material).expect("key"), vec![]);
         assert_eq!(
             only_new.open(b"a", &sealed.bytes),
@@ -327,13 +329,19 @@ mod tests {
     fn key_material_formats() {
         let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         let a = DataKey::parse(hex_key).expect("hex");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_key).expect("hex"));
+        let b64 =
+            base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_key).expect("hex"));
         let b = DataKey::parse(&b64).expect("base64");
         assert_eq!(a.id(), b.id());
         assert_eq!(a.id().as_str().len(), 16);
         assert!(DataKey::parse("too short").is_err());
-        assert!(DataKey::parse(&base64::engine::general_purpose::STANDARD.encode([0u8; 16])).is_err());
+        assert!(
+            DataKey::parse(&base64::engine::general_purpose::STANDARD.encode([0u8; 16])).is_err()
+        );
         assert!(!format!("{a:?}").contains("0011"));
-        assert_eq!(Keyring::from_key_file("# nothing\n").err(), Some(SecurityError::NoDataKey));
+        assert_eq!(
+            Keyring::from_key_file("# nothing\n").err(),
+            Some(SecurityError::NoDataKey)
+        );
     }
 }

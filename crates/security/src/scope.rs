@@ -128,9 +128,14 @@ mod tests {
     fn parse_and_print() {
         let s: Scopes = "write, read".parse().expect("valid");
         assert_eq!(s.to_string(), "read,write");
-        assert_eq!("admin+read".parse::<Scopes>().expect("valid").to_string(), "read,admin");
+        assert_eq!(
+            "admin+read".parse::<Scopes>().expect("valid").to_string(),
+            "read,admin"
+        );
         assert_eq!("".parse::<Scopes>(), Err(SecurityError::NoScopes));
-        assert!(matches!("read,root".parse::<Scopes>(), Err(SecurityError::UnknownScope(s)) if s == "root"));
+        assert!(
+            matches!("read,root".parse::<Scopes>(), Err(SecurityError::UnknownScope(s)) if s == "root")
+        );
     }
 
     #[test]
@@ -148,6 +153,9 @@ mod tests {
     #[test]
     fn serialises_as_a_list() {
         let s: Scopes = "read,admin".parse().expect("valid");
-        assert_eq!(serde_json::to_string(&s).expect("json"), r#"["read","admin"]"#);
+        assert_eq!(
+            serde_json::to_string(&s).expect("json"),
+            r#"["read","admin"]"#
+        );
     }
 }

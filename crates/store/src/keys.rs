@@ -122,13 +122,15 @@ impl Store {
     /// Revokes a key at once. Returns false when there is no such live key.
     pub async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let _turn = self.gate.urgent().await;
-        Ok(sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&self.write)
-            .await?
-            .rows_affected()
-            == 1)
+        Ok(
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms)
+                .bind(id)
+                .execute(&self.write)
+                .await?
+                .rows_affected()
+                == 1,
+        )
     }
 
     /// Stores `new` as the successor of `old_id` and lets the old key live

@@ -344,7 +344,10 @@ impl Store {
                 }
                 if scanned >= MAX_SEARCH_SCAN_ROWS {
                     // Bounded work per request: continue from here.
-                    return Ok(MessagePage { items, next: before });
+                    return Ok(MessagePage {
+                        items,
+                        next: before,
+                    });
                 }
             }
             if exhausted {

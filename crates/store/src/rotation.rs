@@ -109,7 +109,10 @@ impl Store {
             let new_view = match (&sealed_view, &view_json) {
                 (Some(old), _) if sealed_key.as_deref() != Some(current.as_str()) => {
                     let plain = self.open(&view_aad(&id), old)?;
-                    Some((ring.seal(&view_aad(&id), &plain), ViewWas::Sealed(old.clone())))
+                    Some((
+                        ring.seal(&view_aad(&id), &plain),
+                        ViewWas::Sealed(old.clone()),
+                    ))
                 }
                 (None, Some(json)) => {
                     let full = view_with_body(json, text_body.as_deref().unwrap_or_default())?;

@@ -70,8 +70,9 @@ pub async fn list(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::InvalidParameter("cursor: not a cursor from this API".into()))
+            c.parse::<i64>().map_err(|_| {
+                ApiError::InvalidParameter("cursor: not a cursor from this API".into())
+            })
         })
         .transpose()?;
     let page = state

@@ -123,8 +123,11 @@ pub async fn rotate(
     Path(selector): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: RotateRequest =
-        parse_body(body, r#"{"overlap": "24h"}"#, Some(RotateRequest::default()))?;
+    let request: RotateRequest = parse_body(
+        body,
+        r#"{"overlap": "24h"}"#,
+        Some(RotateRequest::default()),
+    )?;
     let overlap = parse_duration(request.overlap.as_deref().unwrap_or("24h"))
         .map_err(|e| ApiError::InvalidParameter(format!("overlap: {e}")))?;
     let (issued, old) = state

@@ -5,9 +5,11 @@
 mod support;
 
 mod api;
+mod audit;
 mod auth;
 mod cli;
 mod crash;
+mod encryption;
 mod hostile;
 mod ops;
 mod protection_cli;

@@ -353,8 +353,13 @@ pub fn run_cli(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> std::process
 impl ServerProcess {
     /// `mailroom serve` on loopback, provisioned with [`PROCESS_ADMIN_KEY`].
     pub fn start(db: &TestDb, settings: &[(&str, &str)]) -> Self {
-        let mut env: Vec<(String, String)> = vec![("MAILROOM_API_KEYS".into(), PROCESS_ADMIN_KEY.into())];
-        env.extend(settings.iter().map(|(k, v)| (mailroom::config::env_name(k), v.to_string())));
+        let mut env: Vec<(String, String)> =
+            vec![("MAILROOM_API_KEYS".into(), PROCESS_ADMIN_KEY.into())];
+        env.extend(
+            settings
+                .iter()
+                .map(|(k, v)| (mailroom::config::env_name(k), v.to_string())),
+        );
         match Self::launch(db, &["--bind", "127.0.0.1:0"], &env) {
             Ok(server) => server,
             Err(logs) => panic!("server did not start: {logs:?}"),
@@ -363,7 +368,11 @@ impl ServerProcess {
 
     /// `mailroom serve ARGS` with exactly the environment `env` (plus the
     /// database); `Err(logs)` when it exits or does not listen in 20 s.
-    pub fn launch(db: &TestDb, args: &[&str], env: &[(String, String)]) -> Result<Self, Vec<String>> {
+    pub fn launch(
+        db: &TestDb,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<Self, Vec<String>> {
         let mut cmd = binary();
         cmd.arg("serve")
             .args(args)
@@ -508,7 +517,12 @@ pub fn metric(text: &str, series: &str) -> f64 {
 
 impl TestApp {
     /// Issues a key through the API; returns (key, id).
-    pub async fn create_key(&self, name: &str, scopes: &str, expires_in: Option<&str>) -> (String, String) {
+    pub async fn create_key(
+        &self,
+        name: &str,
+        scopes: &str,
+        expires_in: Option<&str>,
+    ) -> (String, String) {
         let mut body = serde_json::json!({"name": name, "scopes": scopes});
         if let Some(e) = expires_in {
             body["expires_in"] = e.into();
@@ -533,6 +547,19 @@ impl TestApp {
         let (status, body) = self.get_json(&format!("/api/v1/audit?{query}")).await;
         assert_eq!(status, 200, "{body}");
         body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Audit entries matching `query` once at least `count` exist (refused
+    /// authentications are written in the background); 5 s at most.
+    pub async fn audit_at_least(&self, query: &str, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let entries = self.audit(query).await;
+            if entries.len() >= count || Instant::now() > deadline {
+                return entries;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn metrics_text(&self) -> String {
@@ -585,7 +612,16 @@ impl PrivateRedis {
     /// Starts it (again) on the same port and waits until it answers.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
