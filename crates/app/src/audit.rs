@@ -4,7 +4,7 @@
 
 use mailroom_store::{AuditEvent, Store, StoreError};
 use mailroom_telemetry::names;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
 
@@ -60,7 +60,15 @@ const BACKGROUND_QUEUE: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     store: Store,
-    background: mpsc::Sender<AuditEvent>,
+    background: mpsc::Sender<Queued>,
+}
+
+/// What the background writer receives.
+#[derive(Debug)]
+enum Queued {
+    Event(AuditEvent),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
 }
 
 impl AuditLog {
@@ -98,19 +106,38 @@ impl AuditLog {
     /// Queues the event for the background writer (dropped and counted in
     /// `audit_events_dropped_total` when the writer is saturated).
     pub fn record_soon(&self, event: AuditEvent) {
-        if self.background.try_send(event).is_err() {
+        if self.background.try_send(Queued::Event(event)).is_err() {
             metrics::counter!(names::AUDIT_EVENTS_DROPPED_TOTAL).increment(1);
+        }
+    }
+
+    /// Waits until every event queued so far is written (at shutdown,
+    /// before the database closes).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.background.send(Queued::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 }
 
-async fn write_in_batches(store: Store, mut queue: mpsc::Receiver<AuditEvent>) {
-    let mut batch = Vec::with_capacity(256);
-    while queue.recv_many(&mut batch, 256).await > 0 {
-        if let Err(e) = store.append_audit(&batch).await {
-            tracing::warn!(error = %e, events = batch.len(), "writing audit events failed");
-            metrics::counter!(names::AUDIT_EVENTS_DROPPED_TOTAL).increment(batch.len() as u64);
+async fn write_in_batches(store: Store, mut queue: mpsc::Receiver<Queued>) {
+    let mut received = Vec::with_capacity(256);
+    while queue.recv_many(&mut received, 256).await > 0 {
+        let mut events = Vec::with_capacity(received.len());
+        let mut flushes = Vec::new();
+        for item in received.drain(..) {
+            match item {
+                Queued::Event(e) => events.push(e),
+                Queued::Flush(done) => flushes.push(done),
+            }
         }
-        batch.clear();
+        if let Err(e) = store.append_audit(&events).await {
+            tracing::warn!(error = %e, events = events.len(), "writing audit events failed");
+            metrics::counter!(names::AUDIT_EVENTS_DROPPED_TOTAL).increment(events.len() as u64);
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }

@@ -97,15 +97,21 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     );
     let presented = match credentials(request.headers()) {
         Ok(Some(key)) => key.to_string(),
-        Ok(None) => return refuse(&state, ip, None, AuthFailure::Missing, &target, required).await,
+        Ok(None) => {
+            let answer = unauthorized(AuthFailure::Missing, required, None);
+            return refuse(&state, ip, None, AuthFailure::Missing, &target, answer).await;
+        }
         Err(why) => {
-            return refuse_malformed(&state, ip, why, &target).await;
+            let answer = unauthorized(AuthFailure::Malformed, required, Some(why));
+            return refuse(&state, ip, None, AuthFailure::Malformed, &target, answer).await;
         }
     };
     let principal = match state.keys.authenticate(&presented).await {
         Ok(p) => p,
         Err(failure) => {
-            return refuse(&state, ip, Some(&presented), failure, &target, required).await
+            let answer = unauthorized(failure, required, None);
+            let shown = shown_prefix(&presented);
+            return refuse(&state, ip, shown, failure, &target, answer).await;
         }
     };
     if !principal.scopes.allows(required) {
@@ -239,17 +245,41 @@ fn count_and_audit(
     ));
 }
 
+/// The 401 for a refused authentication. Revoked, expired, rotated and
+/// unknown keys get the same answer: the reason is for the operator
+/// (metrics, audit log), not for whoever holds the key.
+fn unauthorized(failure: AuthFailure, required: Scope, malformed: Option<&str>) -> ApiError {
+    let (message, challenge) = match (failure, malformed) {
+        (_, Some(why)) => (
+            format!("malformed credentials: {why}"),
+            "Bearer realm=\"mailroom\", error=\"invalid_request\"",
+        ),
+        (AuthFailure::Missing, None) => (
+            format!("this route needs an API key with the `{required}` scope: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"),
+            "Bearer realm=\"mailroom\"",
+        ),
+        _ => (
+            "the API key is invalid, expired or revoked".to_string(),
+            "Bearer realm=\"mailroom\", error=\"invalid_token\"",
+        ),
+    };
+    ApiError::Unauthorized {
+        message,
+        challenge: challenge.to_string(),
+    }
+}
+
 /// A failed authentication: counted, audited, charged to the IP bucket,
-/// answered 401 (or 429 when the address has failed too often).
+/// answered `answer` (or 429 when the address has failed too often).
 async fn refuse(
     state: &AppState,
     ip: IpAddr,
-    presented: Option<&str>,
+    shown: Option<String>,
     failure: AuthFailure,
     target: &str,
-    required: Scope,
+    answer: ApiError,
 ) -> Response {
-    count_and_audit(state, ip, presented.and_then(shown_prefix), failure, target);
+    count_and_audit(state, ip, shown, failure, target);
     let decision = limit(
         state,
         BucketScope::Ip,
@@ -260,39 +290,7 @@ async fn refuse(
     if let Some(refusal) = refusal(&decision, "this address") {
         return with_limit_headers(refusal.into_response(), decision.as_ref());
     }
-    let (message, challenge) = match failure {
-        AuthFailure::Missing => (
-            format!("this route needs an API key with the `{required}` scope: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"),
-            "Bearer realm=\"mailroom\"".to_string(),
-        ),
-        // Revoked, expired, rotated and unknown keys get the same answer:
-        // the reason is for the operator (metrics, audit log), not for
-        // whoever holds the key.
-        _ => (
-            "the API key is invalid, expired or revoked".to_string(),
-            "Bearer realm=\"mailroom\", error=\"invalid_token\"".to_string(),
-        ),
-    };
-    ApiError::Unauthorized { message, challenge }.into_response()
-}
-
-async fn refuse_malformed(state: &AppState, ip: IpAddr, why: &str, target: &str) -> Response {
-    count_and_audit(state, ip, None, AuthFailure::Malformed, target);
-    let decision = limit(
-        state,
-        BucketScope::Ip,
-        &ip_bucket(ip),
-        state.security.auth_failure_cost,
-    )
-    .await;
-    if let Some(refusal) = refusal(&decision, "this address") {
-        return with_limit_headers(refusal.into_response(), decision.as_ref());
-    }
-    ApiError::Unauthorized {
-        message: format!("malformed credentials: {why}"),
-        challenge: "Bearer realm=\"mailroom\", error=\"invalid_request\"".into(),
-    }
-    .into_response()
+    answer.into_response()
 }
 
 #[cfg(test)]

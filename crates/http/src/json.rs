@@ -1,6 +1,60 @@
-//! Small helpers shared by the handlers' JSON shapes.
+//! Small helpers shared by the handlers' JSON shapes and query parameters.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::ApiError;
+
+/// `limit`: absent → `default`, else a whole number from 1 to `max`.
+pub fn limit_param(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidParameter(format!(
+                    "limit: `{raw}` is not a number from 1 to {max}"
+                ))
+            }),
+    }
+}
+
+/// A text filter: blank means absent; control characters and more than
+/// `max_chars` characters are refused with a 400 rather than reaching the
+/// database.
+pub fn text_param(
+    name: &str,
+    value: Option<String>,
+    max_chars: usize,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::InvalidParameter(format!(
+            "{name}: control characters are not allowed"
+        )));
+    }
+    if value.chars().count() > max_chars {
+        return Err(ApiError::InvalidParameter(format!(
+            "{name}: at most {max_chars} characters"
+        )));
+    }
+    Ok(Some(value))
+}
+
+/// A time filter parameter named `name` (see [`parse_time_ms`]).
+pub fn time_param(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|raw| {
+        parse_time_ms(raw).ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "{name}: `{raw}` is not an RFC 3339 time, a YYYY-MM-DD date or Unix seconds"
+            ))
+        })
+    })
+    .transpose()
+}
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(ms: i64) -> Option<String> {

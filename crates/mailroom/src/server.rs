@@ -228,6 +228,7 @@ impl Application {
             self.config.security.data_keys.clone(),
             stop.clone(),
         ));
+        let audit = self.state.audit.clone();
         let router = mailroom_http::router(self.state);
         let limits = ServeLimits {
             trusted_proxies: self.config.security.trusted_proxies.clone(),
@@ -258,6 +259,13 @@ impl Application {
             Ok(Ok(result)) => result.context("HTTP server failed")?,
             Ok(Err(join)) => return Err(anyhow::anyhow!("HTTP server task failed: {join}")),
             Err(_) => warn!("open HTTP connections outlived the grace period"),
+        }
+        // Refused authentications still queued for the audit log.
+        if tokio::time::timeout(Duration::from_secs(5), audit.flush())
+            .await
+            .is_err()
+        {
+            warn!("the audit log did not flush within 5 s");
         }
         if let Err(e) = self.store.withdraw_keyring_report(&self.instance).await {
             warn!(error = %e, "could not withdraw the data-key report");

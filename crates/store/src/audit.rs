@@ -1,7 +1,6 @@
 //! The audit log: append-only (the database refuses UPDATE and DELETE on
 //! it), filtered and paged newest first.
 
-use serde::Serialize;
 use sqlx::{any::AnyRow, Row};
 
 use crate::{jobs::value_rows, Store, StoreError};
@@ -22,17 +21,11 @@ pub struct AuditEvent {
     pub details: Option<serde_json::Value>,
 }
 
-/// A recorded event.
-#[derive(Debug, Clone, Serialize)]
+/// A recorded event and its place in the log.
+#[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub id: i64,
-    pub at_ms: i64,
-    pub action: String,
-    pub outcome: String,
-    pub actor: Option<String>,
-    pub ip: Option<String>,
-    pub target: Option<String>,
-    pub details: Option<serde_json::Value>,
+    pub event: AuditEvent,
 }
 
 /// Filters of `GET /api/v1/audit`.
@@ -175,12 +168,14 @@ fn entry_from_row(r: &AnyRow) -> Result<AuditEntry, StoreError> {
     let details: Option<String> = r.try_get("details")?;
     Ok(AuditEntry {
         id: r.try_get("id")?,
-        at_ms: r.try_get("at")?,
-        action: r.try_get("action")?,
-        outcome: r.try_get("outcome")?,
-        actor: r.try_get("actor")?,
-        ip: r.try_get("ip")?,
-        target: r.try_get("target")?,
-        details: details.and_then(|d| serde_json::from_str(&d).ok()),
+        event: AuditEvent {
+            at_ms: r.try_get("at")?,
+            action: r.try_get("action")?,
+            outcome: r.try_get("outcome")?,
+            actor: r.try_get("actor")?,
+            ip: r.try_get("ip")?,
+            target: r.try_get("target")?,
+            details: details.and_then(|d| serde_json::from_str(&d).ok()),
+        },
     })
 }

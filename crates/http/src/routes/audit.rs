@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::{
     extract::ApiQuery,
-    json::{parse_time_ms, rfc3339},
+    json::{limit_param, rfc3339, text_param, time_param},
     ApiError, AppState,
 };
 
@@ -30,24 +30,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let text = |name: &str, v: Option<String>| -> Result<Option<String>, ApiError> {
-        match v.filter(|v| !v.trim().is_empty()) {
-            Some(v) if v.len() > 200 || v.chars().any(char::is_control) => Err(
-                ApiError::InvalidParameter(format!("{name}: at most 200 printable characters")),
-            ),
-            other => Ok(other),
-        }
-    };
-    let time = |name: &str, v: Option<String>| -> Result<Option<i64>, ApiError> {
-        v.map(|raw| {
-            parse_time_ms(&raw).ok_or_else(|| {
-                ApiError::InvalidParameter(format!(
-                    "{name}: `{raw}` is not an RFC 3339 time, a YYYY-MM-DD date or Unix seconds"
-                ))
-            })
-        })
-        .transpose()
-    };
+    let text = |name: &str, v: Option<String>| text_param(name, v, 200);
     let outcome = text("outcome", p.outcome)?;
     if let Some(o) = &outcome {
         if !["success", "failure", "denied"].contains(&o.as_str()) {
@@ -56,16 +39,7 @@ pub async fn list(
             ));
         }
     }
-    let limit = match p.limit.as_deref() {
-        None => 100,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| {
-                ApiError::InvalidParameter(format!("limit: `{raw}` is not a number from 1 to 500"))
-            })?,
-    };
+    let limit = limit_param(p.limit.as_deref(), 100, 500)?;
     let before = p
         .cursor
         .as_deref()
@@ -81,8 +55,8 @@ pub async fn list(
             action: text("action", p.action)?,
             actor: text("actor", p.actor)?,
             outcome,
-            since_ms: time("since", p.since)?,
-            until_ms: time("until", p.until)?,
+            since_ms: time_param("since", p.since.as_deref())?,
+            until_ms: time_param("until", p.until.as_deref())?,
             before,
             limit,
         })
@@ -90,9 +64,10 @@ pub async fn list(
     let items: Vec<Value> = page
         .items
         .iter()
-        .map(|e| {
+        .map(|entry| {
+            let e = &entry.event;
             json!({
-                "id": e.id, "at": rfc3339(e.at_ms), "action": e.action, "outcome": e.outcome,
+                "id": entry.id, "at": rfc3339(e.at_ms), "action": e.action, "outcome": e.outcome,
                 "actor": e.actor, "ip": e.ip, "target": e.target, "details": e.details,
             })
         })

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::{
     auth::Caller,
     extract::ApiQuery,
-    json::{parse_time_ms, rfc3339},
+    json::{limit_param, rfc3339, text_param, time_param},
     ApiError, AppState,
 };
 use http_body_util::BodyExt;
@@ -163,21 +163,7 @@ pub async fn list(
                 "status: {e}; expected one of queued, processing, processed, failed, dead"
             ))
         })?;
-    let time = |name: &str, v: &Option<String>| {
-        v.as_deref()
-            .map(|raw| parse_time_ms(raw).ok_or_else(|| ApiError::InvalidParameter(format!("{name}: `{raw}` is not an RFC 3339 time, a YYYY-MM-DD date or Unix seconds"))))
-            .transpose()
-    };
-    let limit = match p.limit.as_deref() {
-        None => 50,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| {
-                ApiError::InvalidParameter(format!("limit: `{raw}` is not a number from 1 to 500"))
-            })?,
-    };
+    let limit = limit_param(p.limit.as_deref(), 50, 500)?;
     let before = p
         .cursor
         .as_deref()
@@ -186,10 +172,10 @@ pub async fn list(
         .map_err(|e| ApiError::InvalidParameter(format!("cursor: {e}")))?;
     let filter = ListFilter {
         status,
-        from: search_text("from", p.from)?,
-        since_ms: time("since", &p.since)?,
-        until_ms: time("until", &p.until)?,
-        q: search_text("q", p.q)?,
+        from: text_param("from", p.from, MAX_SEARCH_CHARS)?,
+        since_ms: time_param("since", p.since.as_deref())?,
+        until_ms: time_param("until", p.until.as_deref())?,
+        q: text_param("q", p.q, MAX_SEARCH_CHARS)?,
         before,
         limit,
     };
@@ -283,25 +269,6 @@ pub async fn delete(
 /// Longest `q` or `from` accepted: far beyond any real search, far below
 /// what makes a LIKE pattern expensive.
 const MAX_SEARCH_CHARS: usize = 1000;
-
-/// A text filter: blank means absent; control characters and absurd
-/// lengths are refused with a 400 rather than reaching the database.
-fn search_text(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::InvalidParameter(format!(
-            "{name}: control characters are not allowed"
-        )));
-    }
-    if value.chars().count() > MAX_SEARCH_CHARS {
-        return Err(ApiError::InvalidParameter(format!(
-            "{name}: at most {MAX_SEARCH_CHARS} characters"
-        )));
-    }
-    Ok(Some(value))
-}
 
 fn parse_id(raw: &str) -> Result<MessageId, ApiError> {
     MessageId::parse(raw).map_err(|e| ApiError::InvalidParameter(e.to_string()))

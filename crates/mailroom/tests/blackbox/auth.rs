@@ -85,24 +85,8 @@ backend_test!(
             assert_eq!(status, 401, "{method} {path}: {body}");
         }
         // The probes stay open.
-        assert_eq!(
-            app.anonymous
-                .get(app.url("/health"))
-                .send()
-                .await
-                .expect("get")
-                .status(),
-            200
-        );
-        assert_eq!(
-            app.anonymous
-                .get(app.url("/health/ready"))
-                .send()
-                .await
-                .expect("get")
-                .status(),
-            200
-        );
+        assert_eq!(status(&app.anonymous, app.url("/health")).await, 200);
+        assert_eq!(status(&app.anonymous, app.url("/health/ready")).await, 200);
 
         // Malformed: wrong scheme, empty, a mistyped key (checksum), spaces,
         // two different keys, two Authorization headers, absurd length.
@@ -436,14 +420,7 @@ backend_test!(keys_api_issues_lists_rotates_and_revokes, |db| async move {
     }
     // Used once, so it has a last-used time; the listing never holds a secret.
     let used = client_with_key(&key);
-    assert_eq!(
-        used.get(app.url("/api/v1/messages"))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
+    assert_eq!(status(&used, app.url("/api/v1/messages")).await, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, list) = app.get_json("/api/v1/keys").await;
     assert_eq!(status, 200);
@@ -512,25 +489,9 @@ backend_test!(ops_endpoints_close_when_configured, |db| async move {
     for path in ["/metrics", "/health/detailed"] {
         let r = app.anonymous.get(app.url(path)).send().await.expect("get");
         assert_eq!(r.status(), 401, "{path}");
-        assert_eq!(
-            app.client
-                .get(app.url(path))
-                .send()
-                .await
-                .expect("get")
-                .status(),
-            200
-        );
+        assert_eq!(status(&app.client, app.url(path)).await, 200);
     }
-    assert_eq!(
-        app.anonymous
-            .get(app.url("/health"))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
+    assert_eq!(status(&app.anonymous, app.url("/health")).await, 200);
     app.stop().await;
 });
 
@@ -676,14 +637,6 @@ async fn slow_and_greedy_clients_cannot_hold_the_server() {
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     drop(idle);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        app.anonymous
-            .get(app.url("/health"))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
+    assert_eq!(status(&app.anonymous, app.url("/health")).await, 200);
     app.stop().await;
 }

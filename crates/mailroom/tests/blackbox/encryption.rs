@@ -58,6 +58,16 @@ fn hex_of(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The message reads back whole: its body in the parsed view, its bytes.
+async fn assert_intact(app: &TestApp, id: &str, raw: &str, marker: &str) {
+    let m = app.message(id).await;
+    assert!(m["parsed"]["text_body"]
+        .as_str()
+        .unwrap_or_default()
+        .contains(marker));
+    assert_eq!(app.raw(id).await, raw.as_bytes());
+}
+
 async fn marked_message(app: &TestApp, marker: &str) -> (String, String) {
     let raw = email(
         7,
@@ -77,18 +87,7 @@ backend_test!(stored_bodies_cannot_be_found_with_grep, |db| async move {
     let (id, raw) = marked_message(&app, &marker).await;
 
     // Readable through the API, byte for byte, and searchable.
-    let m = app.message(&id).await;
-    assert!(m["parsed"]["text_body"]
-        .as_str()
-        .unwrap_or_default()
-        .contains(&marker));
-    let back = app
-        .client
-        .get(app.url(&format!("/api/v1/messages/{id}/raw")))
-        .send()
-        .await
-        .expect("raw");
-    assert_eq!(back.bytes().await.expect("bytes").as_ref(), raw.as_bytes());
+    assert_intact(&app, &id, &raw, &marker).await;
     let (_, found) = app
         .get_json(&format!("/api/v1/messages?q={}", marker.to_lowercase()))
         .await;
@@ -240,31 +239,8 @@ backend_test!(
         // Every acknowledged message is there, processed, byte for byte.
         let deadline = Instant::now() + Duration::from_secs(60);
         for (id, raw) in &sent {
-            loop {
-                let m: Value = client
-                    .get(server.url(&format!("/api/v1/messages/{id}")))
-                    .send()
-                    .await
-                    .expect("get")
-                    .json()
-                    .await
-                    .expect("json");
-                if m["status"] == "processed" {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{id} stuck: {m}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let back = client
-                .get(server.url(&format!("/api/v1/messages/{id}/raw")))
-                .send()
-                .await
-                .expect("raw");
-            assert_eq!(
-                back.bytes().await.expect("bytes").as_ref(),
-                raw.as_bytes(),
-                "{id}"
-            );
+            server.wait_processed(&client, id, deadline).await;
+            assert_eq!(server.raw(&client, id).await, raw.as_bytes(), "{id}");
         }
         assert_eq!(sent.len(), 300);
         // Views written after the pass are sealed by the server under the new key.
@@ -292,21 +268,11 @@ backend_test!(
         .expect("rewrite");
         let server = ServerProcess::start(&db, &[file_env]);
         for (id, raw) in sent.iter().take(40) {
-            let m: Value = client
-                .get(server.url(&format!("/api/v1/messages/{id}")))
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
+            let m = server
+                .get_json(&client, &format!("/api/v1/messages/{id}"))
+                .await;
             assert!(m["parsed"]["subject"].is_string(), "{m}");
-            let back = client
-                .get(server.url(&format!("/api/v1/messages/{id}/raw")))
-                .send()
-                .await
-                .expect("raw");
-            assert_eq!(back.bytes().await.expect("bytes").as_ref(), raw.as_bytes());
+            assert_eq!(server.raw(&client, id).await, raw.as_bytes());
         }
     }
 );
@@ -342,18 +308,7 @@ async fn enabling_encryption_later_seals_the_mail_already_stored() {
     );
 
     let app = TestApp::spawn_with(&db, &[("encryption.data_key", &material)]).await;
-    let m = app.message(&id).await;
-    assert!(m["parsed"]["text_body"]
-        .as_str()
-        .unwrap_or_default()
-        .contains(&marker));
-    let back = app
-        .client
-        .get(app.url(&format!("/api/v1/messages/{id}/raw")))
-        .send()
-        .await
-        .expect("raw");
-    assert_eq!(back.bytes().await.expect("bytes").as_ref(), raw.as_bytes());
+    assert_intact(&app, &id, &raw, &marker).await;
     app.stop().await;
 
     // Without the key, sealed mail cannot be read: a clear error, no crash.

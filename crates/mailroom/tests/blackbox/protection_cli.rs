@@ -211,45 +211,25 @@ backend_test!(logs_never_hold_secrets_or_message_bodies, |db| async move {
             ),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m: Value = admin
-            .get(server.url(&format!("/api/v1/messages/{id}")))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if m["status"] == "processed" {
-            assert!(m["parsed"]["text_body"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(&marker));
-            break;
-        }
-        assert!(Instant::now() < deadline, "not processed: {m}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let m = server
+        .wait_processed(&admin, &id, Instant::now() + Duration::from_secs(10))
+        .await;
+    assert!(m["parsed"]["text_body"]
+        .as_str()
+        .unwrap_or_default()
+        .contains(&marker));
     // A key issued over the API, then rotated; a wrong key; a configured key.
-    let created: Value = admin
-        .post(server.url("/api/v1/keys"))
-        .json(&serde_json::json!({"name": "api", "scopes": "read"}))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
+    let created = server
+        .post_json(
+            &admin,
+            "/api/v1/keys",
+            Some(serde_json::json!({"name": "api", "scopes": "read"})),
+        )
+        .await;
     let api_key = created["key"].as_str().expect("key").to_string();
-    let rotated: Value = admin
-        .post(server.url("/api/v1/keys/api/rotate"))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
+    let rotated = server
+        .post_json(&admin, "/api/v1/keys/api/rotate", None)
+        .await;
     let rotated_key = rotated["key"].as_str().expect("key").to_string();
     let guess = mailroom_security::ApiKeySecret::generate();
     for key in [

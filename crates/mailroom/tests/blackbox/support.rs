@@ -32,6 +32,11 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
         .expect("client")
 }
 
+/// The status of a GET.
+pub async fn status(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> u16 {
+    client.get(url).send().await.expect("get").status().as_u16()
+}
+
 /// A client for child servers, authenticated as their admin.
 pub fn process_client() -> reqwest::Client {
     client_with_key(PROCESS_ADMIN_KEY)
@@ -450,6 +455,66 @@ impl ServerProcess {
         body["id"].as_str().expect("id").to_string()
     }
 
+    pub async fn get_json(&self, client: &reqwest::Client, path: &str) -> Value {
+        client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// POSTs `body` (or nothing) and returns the JSON answer.
+    pub async fn post_json(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut request = client.post(self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Waits (until `deadline`) for a message to be processed; returns it.
+    pub async fn wait_processed(
+        &self,
+        client: &reqwest::Client,
+        id: &str,
+        deadline: Instant,
+    ) -> Value {
+        loop {
+            let m = self
+                .get_json(client, &format!("/api/v1/messages/{id}"))
+                .await;
+            if m["status"] == "processed" {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "{id} not processed: {m}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The stored bytes of a message.
+    pub async fn raw(&self, client: &reqwest::Client, id: &str) -> Vec<u8> {
+        let response = client
+            .get(self.url(&format!("/api/v1/messages/{id}/raw")))
+            .send()
+            .await
+            .expect("raw");
+        response.bytes().await.expect("bytes").to_vec()
+    }
+
     /// Sends a signal by name (TERM, KILL, INT).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -560,6 +625,17 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The stored bytes of a message (`GET …/raw`).
+    pub async fn raw(&self, id: &str) -> Vec<u8> {
+        let response = self
+            .client
+            .get(self.url(&format!("/api/v1/messages/{id}/raw")))
+            .send()
+            .await
+            .expect("raw");
+        response.bytes().await.expect("bytes").to_vec()
     }
 
     pub async fn metrics_text(&self) -> String {
