@@ -11,7 +11,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, RwLock,
     },
     time::{Duration, Instant},
@@ -56,6 +56,9 @@ pub enum AuthFailure {
     /// Expired because it was rotated and its overlap ended.
     Rotated,
     InsufficientScope,
+    /// The key could not be checked (the database did not answer): not the
+    /// client's fault, answered 503.
+    Unavailable,
 }
 
 impl AuthFailure {
@@ -68,6 +71,7 @@ impl AuthFailure {
             AuthFailure::Expired => "expired",
             AuthFailure::Rotated => "rotated",
             AuthFailure::InsufficientScope => "insufficient_scope",
+            AuthFailure::Unavailable => "unavailable",
         }
     }
 }
@@ -136,6 +140,9 @@ pub struct KeyService {
     audit: AuditLog,
     configured: Arc<Vec<ConfiguredKey>>,
     cache: Arc<RwLock<HashMap<KeyHash, Arc<Cached>>>>,
+    /// Bumped by every revocation and rotation: a lookup that began before
+    /// one does not put its (possibly stale) row in the cache.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -168,6 +175,7 @@ impl KeyService {
             audit,
             configured: Arc::new(configured),
             cache: Arc::default(),
+            generation: Arc::default(),
         }
     }
 
@@ -227,13 +235,14 @@ impl KeyService {
         secret: &ApiKeySecret,
         hash: KeyHash,
     ) -> Result<Arc<Cached>, AuthFailure> {
+        let generation = self.generation.load(Ordering::SeqCst);
         let rows = self
             .store
             .api_keys_by_prefix(secret.public_prefix())
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "key lookup failed");
-                AuthFailure::Unknown
+                AuthFailure::Unavailable
             })?;
         let record = rows
             .into_iter()
@@ -252,16 +261,21 @@ impl KeyService {
             fetched: Instant::now(),
         });
         if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
+            // Checked under the lock `forget_cached` takes, so a revocation
+            // either sees this entry (and clears it) or this check sees it.
+            if self.generation.load(Ordering::SeqCst) == generation {
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(hash, Arc::clone(&cached));
             }
-            cache.insert(hash, Arc::clone(&cached));
         }
         Ok(cached)
     }
 
     fn forget_cached(&self) {
         if let Ok(mut cache) = self.cache.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             cache.clear();
         }
     }
@@ -286,17 +300,17 @@ impl KeyService {
             return Err(KeyError::NameTaken(name));
         }
         let (secret, new) = new_key(&name, scopes, now, expires_in, actor);
-        self.store.insert_api_key(&new).await?;
+        let audit = AuditLog::event(
+            actor,
+            actions::KEY_CREATE,
+            "success",
+            Some(&new.id),
+            Some(
+                json!({"name": name, "prefix": new.prefix, "scopes": scopes.to_string(), "expires_at_ms": new.expires_at_ms}),
+            ),
+        );
+        self.store.insert_api_key(&new, &audit).await?;
         let info = self.info_of(&new.id).await?;
-        self.audit
-            .record(AuditLog::event(
-                actor,
-                actions::KEY_CREATE,
-                "success",
-                Some(&new.id),
-                Some(json!({"name": name, "prefix": new.prefix, "scopes": scopes.to_string(), "expires_at_ms": new.expires_at_ms})),
-            ))
-            .await?;
         Ok(IssuedKey { secret, info })
     }
 
@@ -306,19 +320,17 @@ impl KeyService {
         let now = now_ms();
         let actor = Actor::system();
         let (secret, new) = new_key("bootstrap-admin", Scopes::admin(), now, None, &actor);
-        if !self.store.insert_first_api_key(&new, now).await? {
+        let audit = AuditLog::event(
+            &actor,
+            actions::KEY_BOOTSTRAP,
+            "success",
+            Some(&new.id),
+            Some(json!({"name": new.name, "prefix": new.prefix, "scopes": "admin"})),
+        );
+        if !self.store.insert_first_api_key(&new, now, &audit).await? {
             return Ok(None);
         }
         let info = self.info_of(&new.id).await?;
-        self.audit
-            .record(AuditLog::event(
-                &actor,
-                actions::KEY_BOOTSTRAP,
-                "success",
-                Some(&new.id),
-                Some(json!({"name": new.name, "prefix": new.prefix, "scopes": "admin"})),
-            ))
-            .await?;
         Ok(Some(IssuedKey { secret, info }))
     }
 
@@ -379,20 +391,20 @@ impl KeyService {
         let now = now_ms();
         let mut revoked = Vec::with_capacity(targets.len());
         for key in targets {
-            if self.store.revoke_api_key(&key.id, now).await? {
-                self.audit
-                    .record(AuditLog::event(
-                        actor,
-                        actions::KEY_REVOKE,
-                        "success",
-                        Some(&key.id),
-                        Some(json!({"name": key.name, "prefix": key.prefix})),
-                    ))
-                    .await?;
+            let audit = AuditLog::event(
+                actor,
+                actions::KEY_REVOKE,
+                "success",
+                Some(&key.id),
+                Some(json!({"name": key.name, "prefix": key.prefix})),
+            );
+            let done = self.store.revoke_api_key(&key.id, now, &audit).await;
+            // Forgotten even if the next key fails: this one may be revoked.
+            self.forget_cached();
+            if done? {
                 revoked.push(self.info_of(&key.id).await?);
             }
         }
-        self.forget_cached();
         Ok(revoked)
     }
 
@@ -419,23 +431,23 @@ impl KeyService {
             .map(|at| Duration::from_millis((at - old.created_at_ms).max(0) as u64));
         let (secret, new) = new_key(&old.name, scopes, now, lifetime, actor);
         let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
-        if !self
+        let audit = AuditLog::event(
+            actor,
+            actions::KEY_ROTATE,
+            "success",
+            Some(&old.id),
+            Some(
+                json!({"name": old.name, "old_prefix": old.prefix, "new_id": new.id, "new_prefix": new.prefix, "overlap_seconds": overlap.as_secs()}),
+            ),
+        );
+        let rotated = self
             .store
-            .rotate_api_key(&old.id, &new, now.saturating_add(overlap_ms))
-            .await?
-        {
+            .rotate_api_key(&old.id, &new, now.saturating_add(overlap_ms), &audit)
+            .await;
+        self.forget_cached();
+        if !rotated? {
             return Err(KeyError::NotFound(selector.to_string()));
         }
-        self.forget_cached();
-        self.audit
-            .record(AuditLog::event(
-                actor,
-                actions::KEY_ROTATE,
-                "success",
-                Some(&old.id),
-                Some(json!({"name": old.name, "old_prefix": old.prefix, "new_id": new.id, "new_prefix": new.prefix, "overlap_seconds": overlap.as_secs()})),
-            ))
-            .await?;
         let info = self.info_of(&new.id).await?;
         let old_info = self.info_of(&old.id).await?;
         Ok((IssuedKey { secret, info }, old_info))
@@ -509,10 +521,10 @@ fn info_from_record(r: &ApiKeyRecord, now: i64) -> Option<KeyInfo> {
     })
 }
 
-/// A configured secret's public label: its first 6 characters.
+/// A configured secret's public label: a fingerprint of its hash, so no
+/// character of the secret itself is ever shown.
 fn configured_prefix(secret: &ApiKeySecret) -> String {
-    let shown: String = secret.expose().chars().take(6).collect();
-    format!("{shown}…")
+    format!("cfg:{}", &secret.hash().to_hex()[..8])
 }
 
 /// 1–64 characters: letters, digits, `.`, `_`, `-`.

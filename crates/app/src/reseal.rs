@@ -8,7 +8,10 @@
 //! because a server that has just switched may still be committing records
 //! it sealed a moment before.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use mailroom_store::{ResealBacklog, Store, StoreError};
 use mailroom_telemetry::names;
@@ -38,7 +41,7 @@ pub struct ResealProgress {
 }
 
 /// The outcome of [`reseal_all`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ResealSummary {
     pub resealed: u64,
     pub passes: u32,
@@ -46,6 +49,9 @@ pub struct ResealSummary {
     pub remaining: ResealBacklog,
     /// Running servers still on another key (0 when done).
     pub servers_behind: usize,
+    /// Records that no configured key opens ("message id raw|view", why),
+    /// left as they are.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// Re-seals every raw message and parsed view not under the current key
@@ -65,8 +71,10 @@ pub async fn reseal_all(
     let mut progress = ResealProgress::default();
     let deadline = Instant::now() + MAX_WAIT;
     let mut confirming = false;
+    let mut unreadable: Unreadable = HashMap::new();
     loop {
-        let backlog = reseal_pass_until_empty(store, &mut progress, on_progress).await?;
+        let backlog =
+            reseal_pass_until_empty(store, &mut progress, &mut unreadable, on_progress).await?;
         let stale_before = now_ms() - KEYRING_REPORT_STALE.as_millis() as i64;
         progress.servers_behind = store
             .keyring_reports(stale_before)
@@ -75,23 +83,24 @@ pub async fn reseal_all(
             .filter(|(_, key)| key.as_deref() != Some(current.as_str()))
             .count();
         on_progress(progress);
-        let clean = backlog.total() == 0 && progress.servers_behind == 0;
+        let left = backlog.total().saturating_sub(unreadable.len() as u64);
+        let clean = left == 0 && progress.servers_behind == 0;
+        let summary = |backlog| ResealSummary {
+            resealed: progress.resealed,
+            passes: progress.pass,
+            remaining: backlog,
+            servers_behind: progress.servers_behind,
+            unreadable: unreadable
+                .iter()
+                .map(|((id, kind), why)| (format!("{id} {kind}"), why.clone()))
+                .collect(),
+        };
         if clean && confirming {
             store.truncate_wal().await?;
-            return Ok(ResealSummary {
-                resealed: progress.resealed,
-                passes: progress.pass,
-                remaining: backlog,
-                servers_behind: 0,
-            });
+            return Ok(summary(backlog));
         }
         if !clean && Instant::now() > deadline {
-            return Ok(ResealSummary {
-                resealed: progress.resealed,
-                passes: progress.pass,
-                remaining: backlog,
-                servers_behind: progress.servers_behind,
-            });
+            return Ok(summary(backlog));
         }
         confirming = clean;
         tokio::time::sleep(if clean {
@@ -103,16 +112,21 @@ pub async fn reseal_all(
     }
 }
 
-/// Passes over the table until one finds nothing left to do (or ten passes
-/// in a row keep finding records arriving under an old key).
+/// Records no configured key opens: (message id, raw|view) → why.
+type Unreadable = HashMap<(String, &'static str), String>;
+
+/// Passes over the table until one finds nothing left to do but the
+/// unreadable records (or ten passes in a row keep finding records
+/// arriving under an old key).
 async fn reseal_pass_until_empty(
     store: &Store,
     progress: &mut ResealProgress,
+    unreadable: &mut Unreadable,
     on_progress: &mut (dyn FnMut(ResealProgress) + Send),
 ) -> Result<ResealBacklog, StoreError> {
     let mut backlog = store.reseal_backlog().await?;
     for _ in 0..10 {
-        if backlog.total() == 0 {
+        if backlog.total() <= unreadable.len() as u64 {
             break;
         }
         progress.pass += 1;
@@ -123,6 +137,10 @@ async fn reseal_pass_until_empty(
             let batch = store.reseal_batch(after.as_deref(), BATCH).await?;
             if batch.messages == 0 {
                 break;
+            }
+            for (id, kind, why) in batch.unreadable {
+                // Once per record however many passes meet it.
+                unreadable.insert((id, kind), why);
             }
             progress.resealed += batch.resealed;
             metrics::counter!(names::DATA_KEY_RESEALED_TOTAL).increment(batch.resealed);

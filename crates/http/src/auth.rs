@@ -2,11 +2,14 @@
 //! (scope), and how often (rate limits). See `policy.rs` for the table.
 //!
 //! Order of checks, cheapest first: the route's policy; the credentials'
-//! shape (a malformed key never reaches the database); the key itself;
-//! its scopes; its bucket. A refused authentication costs the client's IP
-//! bucket `auth_failure_cost` tokens, so guessing is throttled; it is
-//! counted in `auth_failures_total{reason}` and written to the audit log
-//! with the key's public prefix and the client address, never the key.
+//! shape (a malformed key never reaches the database); whether the
+//! address's failure bucket is empty (then 429 before any lookup); the key
+//! itself; its scopes; its bucket. A refused authentication costs the
+//! address's failure bucket (a refused scope: the key's bucket)
+//! `auth_failure_cost` tokens, so guessing is throttled; it is counted in
+//! `auth_failures_total{reason}` and, while the bucket admits it, logged
+//! and written to the audit log with the key's public prefix and the
+//! client address, never the key.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -79,7 +82,14 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     };
 
     let Some(required) = required else {
-        let decision = limit(&state, BucketScope::Ip, &ip_bucket(ip), rule.cost).await;
+        // Probes must not depend on Redis: they are limited in this
+        // process only. Open API routes (insecure mode) use the shared
+        // buckets like any other request.
+        let probe = matches!(rule.access, Access::Open | Access::Ops);
+        let decision = match (&state.limiter, probe) {
+            (Some(l), true) => Some(l.check_local(BucketScope::Ip, &ip_bucket(ip), rule.cost)),
+            _ => limit(&state, BucketScope::Ip, &ip_bucket(ip), rule.cost).await,
+        };
         if let Some(refusal) = refusal(&decision, "this address") {
             return with_limit_headers(refusal.into_response(), decision.as_ref());
         }
@@ -95,35 +105,65 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         request.method(),
         route.as_deref().unwrap_or("unmatched")
     );
+    let failures = Bucket::failures(ip);
     let presented = match credentials(request.headers()) {
         Ok(Some(key)) => key.to_string(),
         Ok(None) => {
             let answer = unauthorized(AuthFailure::Missing, required, None);
-            return refuse(&state, ip, None, AuthFailure::Missing, &target, answer).await;
+            let refused = Refused::new(ip, None, AuthFailure::Missing, &target);
+            return refuse(&state, refused, failures, answer).await;
         }
         Err(why) => {
             let answer = unauthorized(AuthFailure::Malformed, required, Some(why));
-            return refuse(&state, ip, None, AuthFailure::Malformed, &target, answer).await;
+            let refused = Refused::new(ip, None, AuthFailure::Malformed, &target);
+            return refuse(&state, refused, failures, answer).await;
         }
     };
+    // An address that has failed too often is refused before its guess
+    // costs a lookup.
+    if let Some(exhausted) = state
+        .limiter
+        .as_ref()
+        .and_then(|l| l.still_exhausted(failures.scope, &failures.id))
+    {
+        let decision = Some(exhausted);
+        let refusal = refusal(&decision, "this address").unwrap_or_else(|| {
+            ApiError::Unavailable("the rate limiter refused the request".into())
+        });
+        return with_limit_headers(refusal.into_response(), decision.as_ref());
+    }
     let principal = match state.keys.authenticate(&presented).await {
         Ok(p) => p,
+        Err(AuthFailure::Unavailable) => {
+            return ApiError::Unavailable(
+                "the API key cannot be checked right now: the database did not answer".into(),
+            )
+            .into_response()
+        }
         Err(failure) => {
             let answer = unauthorized(failure, required, None);
-            let shown = shown_prefix(&presented);
-            return refuse(&state, ip, shown, failure, &target, answer).await;
+            let refused = Refused::new(ip, shown_prefix(&presented), failure, &target);
+            return refuse(&state, refused, failures, answer).await;
         }
     };
     if !principal.scopes.allows(required) {
-        let held = principal.scopes.to_string();
-        count_and_audit(
-            &state,
+        // Charged to the key: a key probing routes it may not use is
+        // throttled like a guesser.
+        let answer = ApiError::Forbidden {
+            required,
+            held: principal.scopes.to_string(),
+        };
+        let refused = Refused::new(
             ip,
             Some(principal.prefix.clone()),
             AuthFailure::InsufficientScope,
             &target,
         );
-        return ApiError::Forbidden { required, held }.into_response();
+        let bucket = Bucket {
+            scope: BucketScope::Key,
+            id: principal.key_id.clone(),
+        };
+        return refuse(&state, refused, bucket, answer).await;
     }
     let decision = limit(&state, BucketScope::Key, &principal.key_id, rule.cost).await;
     if let Some(refusal) = refusal(&decision, "this API key") {
@@ -134,6 +174,60 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         ip,
     });
     with_limit_headers(next.run(request).await, decision.as_ref())
+}
+
+/// A rate-limit bucket.
+struct Bucket {
+    scope: BucketScope,
+    id: String,
+}
+
+impl Bucket {
+    /// Refused authentications of one address: a bucket of its own, so an
+    /// address's open-route traffic and its failures do not drain each other.
+    fn failures(ip: IpAddr) -> Self {
+        Self {
+            scope: BucketScope::Ip,
+            id: format!("auth-failures:{}", ip_bucket(ip)),
+        }
+    }
+}
+
+/// A refused authentication, as counted, logged and audited.
+struct Refused<'a> {
+    ip: IpAddr,
+    /// The public prefix of the presented key, if it may be shown.
+    prefix: Option<String>,
+    failure: AuthFailure,
+    target: &'a str,
+}
+
+impl<'a> Refused<'a> {
+    fn new(ip: IpAddr, prefix: Option<String>, failure: AuthFailure, target: &'a str) -> Self {
+        Self {
+            ip,
+            prefix,
+            failure,
+            target,
+        }
+    }
+}
+
+/// Charges work a handler did beyond its route's cost (a search that
+/// opened thousands of sealed bodies) to the caller's bucket. The request
+/// is already answered; the caller's next ones pay for it.
+pub(crate) async fn charge(state: &AppState, caller: &Caller, tokens: u32) {
+    let Some(limiter) = state.limiter.as_ref().filter(|_| tokens > 0) else {
+        return;
+    };
+    match &caller.principal {
+        Some(p) => limiter.check(BucketScope::Key, &p.key_id, tokens).await,
+        None => {
+            limiter
+                .check(BucketScope::Ip, &ip_bucket(caller.ip), tokens)
+                .await
+        }
+    };
 }
 
 /// The key a request carries: `Authorization: Bearer …` or `X-API-Key: …`.
@@ -223,28 +317,6 @@ fn shown_prefix(presented: &str) -> Option<String> {
     .then(|| prefix.to_string())
 }
 
-fn count_and_audit(
-    state: &AppState,
-    ip: IpAddr,
-    prefix: Option<String>,
-    failure: AuthFailure,
-    target: &str,
-) {
-    metrics::counter!(names::AUTH_FAILURES_TOTAL, "reason" => failure.as_str()).increment(1);
-    tracing::info!(reason = failure.as_str(), key_prefix = prefix.as_deref(), client_ip = %ip, route = target, "authentication refused");
-    let actor = Actor {
-        name: prefix.unwrap_or_else(|| "anonymous".into()),
-        ip: Some(ip.to_string()),
-    };
-    state.audit.record_soon(AuditLog::event(
-        &actor,
-        actions::AUTH_FAILURE,
-        "denied",
-        Some(target),
-        Some(json!({"reason": failure.as_str()})),
-    ));
-}
-
 /// The 401 for a refused authentication. Revoked, expired, rotated and
 /// unknown keys get the same answer: the reason is for the operator
 /// (metrics, audit log), not for whoever holds the key.
@@ -269,28 +341,45 @@ fn unauthorized(failure: AuthFailure, required: Scope, malformed: Option<&str>) 
     }
 }
 
-/// A failed authentication: counted, audited, charged to the IP bucket,
-/// answered `answer` (or 429 when the address has failed too often).
+/// A refused authentication: counted in `auth_failures_total`, charged
+/// `auth_failure_cost` to `bucket`, then answered `answer` — or 429 when the
+/// bucket is empty. Only refusals the bucket admitted are logged and
+/// audited, so the audit log grows at most at the buckets' rate.
 async fn refuse(
     state: &AppState,
-    ip: IpAddr,
-    shown: Option<String>,
-    failure: AuthFailure,
-    target: &str,
+    refused: Refused<'_>,
+    bucket: Bucket,
     answer: ApiError,
 ) -> Response {
-    count_and_audit(state, ip, shown, failure, target);
+    let reason = refused.failure.as_str();
+    metrics::counter!(names::AUTH_FAILURES_TOTAL, "reason" => reason).increment(1);
     let decision = limit(
         state,
-        BucketScope::Ip,
-        &ip_bucket(ip),
+        bucket.scope,
+        &bucket.id,
         state.security.auth_failure_cost,
     )
     .await;
-    if let Some(refusal) = refusal(&decision, "this address") {
+    let whose = match bucket.scope {
+        BucketScope::Key => "this API key",
+        BucketScope::Ip => "this address",
+    };
+    if let Some(refusal) = refusal(&decision, whose) {
         return with_limit_headers(refusal.into_response(), decision.as_ref());
     }
-    answer.into_response()
+    tracing::info!(reason, key_prefix = refused.prefix.as_deref(), client_ip = %refused.ip, route = refused.target, "authentication refused");
+    let actor = Actor {
+        name: refused.prefix.unwrap_or_else(|| "anonymous".into()),
+        ip: Some(refused.ip.to_string()),
+    };
+    state.audit.record_soon(AuditLog::event(
+        &actor,
+        actions::AUTH_FAILURE,
+        "denied",
+        Some(refused.target),
+        Some(json!({"reason": reason})),
+    ));
+    with_limit_headers(answer.into_response(), decision.as_ref())
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use axum::http::HeaderMap;
 use ipnet::IpNet;
 
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
         return peer;
@@ -20,7 +22,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
             return client;
         };
         for hop in text.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
+            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                 Ok(ip) if is_trusted(&ip) => client = ip,
                 Ok(ip) => return ip,
                 Err(_) => return client,

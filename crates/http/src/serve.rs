@@ -15,8 +15,10 @@ use axum::{body::Body, extract::ConnectInfo, Router};
 use hyper::{body::Incoming, server::conn::http1, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
+use mailroom_ratelimit::ip_bucket;
 use mailroom_telemetry::names;
 use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -32,6 +34,9 @@ pub struct ServeLimits {
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Longest a write may wait for the client to read: a client that
+    /// stops reading its responses gives its connection up.
+    pub write_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -43,24 +48,27 @@ impl Default for ServeLimits {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
+            write_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
         }
     }
 }
 
-/// Open connections per client address.
+/// Open connections per client address (IPv6 by /64, like the rate
+/// limits: one subscriber holds a whole /64).
 #[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+struct PerIp(Mutex<HashMap<String, usize>>);
 
 struct PerIpSlot {
     table: Arc<PerIp>,
-    ip: IpAddr,
+    ip: String,
 }
 
 impl PerIp {
     fn take(table: &Arc<PerIp>, ip: IpAddr, max: usize) -> Option<PerIpSlot> {
+        let ip = ip_bucket(ip);
         let mut map = table.0.lock().ok()?;
-        let count = map.entry(ip).or_insert(0);
+        let count = map.entry(ip.clone()).or_insert(0);
         if *count >= max {
             return None;
         }
@@ -153,6 +161,8 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
         let router = router.clone();
         let builder = Arc::clone(&builder);
         let stop = stop.clone();
@@ -172,7 +182,7 @@ pub async fn serve(
                 }
             });
             let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Box::pin(stream)), service)
                 .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {

@@ -195,6 +195,12 @@ pub const KEYS: &[Key] = &[
         help: "time a request may take, body included, before 408",
     },
     Key {
+        name: "http.write_timeout_seconds",
+        aliases: &[],
+        default: Some("30"),
+        help: "time a response write may wait for a client that does not read",
+    },
+    Key {
         name: "http.max_header_bytes",
         aliases: &[],
         default: Some("32768"),
@@ -691,6 +697,7 @@ fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
     let max_connections_per_ip = r.ranged("http.max_connections_per_ip", 1, 1_000_000);
     let header_timeout = r.ranged("http.header_timeout_seconds", 1, 3600);
     let max_header_bytes = r.ranged("http.max_header_bytes", 8192, 1 << 20);
+    let write_timeout = r.ranged("http.write_timeout_seconds", 1, 3600);
     let request_timeout = r.ranged("http.request_timeout_seconds", 1, 86_400);
     let auth_failure_cost = r.ranged("rate_limit.auth_failure_cost", 1, 10_000);
     let insecure_no_auth = r.parse::<bool>("auth.insecure_no_auth", "true or false");
@@ -717,6 +724,7 @@ fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
             header_timeout: Duration::from_secs(header_timeout?),
             max_header_bytes: max_header_bytes? as usize,
             max_headers: 100,
+            write_timeout: Duration::from_secs(write_timeout?),
             trusted_proxies: trusted_proxies.clone(),
         },
         trusted_proxies,

@@ -172,11 +172,25 @@ pub async fn rotate_data_key(store: &Store, config: &Config, new_key: bool) -> a
         .record(AuditLog::event(
             &Actor::cli(),
             mailroom_app::actions::DATA_KEY_RESEAL,
-            if summary.remaining.total() == 0 && summary.servers_behind == 0 { "success" } else { "failure" },
+            if summary.remaining.total() == 0 && summary.servers_behind == 0 && summary.unreadable.is_empty() { "success" } else { "failure" },
             Some(ring.current_id().as_str()),
-            Some(serde_json::json!({"resealed": summary.resealed, "passes": summary.passes, "remaining": summary.remaining.total()})),
+            Some(serde_json::json!({"resealed": summary.resealed, "passes": summary.passes, "remaining": summary.remaining.total(), "unreadable": summary.unreadable.len()})),
         ))
         .await?;
+    if !summary.unreadable.is_empty() {
+        let examples: Vec<String> = summary
+            .unreadable
+            .iter()
+            .take(5)
+            .map(|(record, why)| format!("{record}: {why}"))
+            .collect();
+        anyhow::bail!(
+            "{} records cannot be opened with the configured data keys and were left as they are \
+             (configure the key that sealed them and run this again); for example:\n  {}",
+            summary.unreadable.len(),
+            examples.join("\n  ")
+        );
+    }
     if summary.servers_behind > 0 || summary.remaining.total() > 0 {
         anyhow::bail!(
             "{} records are still under other keys and {} running server(s) still seal with another key after {} passes. \
@@ -211,6 +225,7 @@ fn append_key(path: &Path) -> anyhow::Result<String> {
         chrono_now()
     ));
     let tmp = path.with_extension("tmp");
+    let original = std::fs::metadata(path)?;
     {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -220,6 +235,14 @@ fn append_key(path: &Path) -> anyhow::Result<String> {
             .open(&tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
         file.write_all(text.as_bytes())?;
+        // The servers must still be able to read it: same mode, and the
+        // same owner and group where this user may set them.
+        file.set_permissions(original.permissions())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::os::unix::fs::fchown(&file, Some(original.uid()), Some(original.gid()));
+        }
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;

@@ -14,7 +14,12 @@
 mod memory;
 mod redis_buckets;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
 use mailroom_telemetry::names;
 
@@ -145,7 +150,14 @@ struct Inner {
     config: LimiterConfig,
     memory: MemoryBuckets,
     redis: Option<RedisBuckets>,
+    /// Buckets found empty, until when: lets a caller refuse before doing
+    /// the work a request would cost (a key lookup for a guess).
+    exhausted: RwLock<HashMap<(BucketScope, String), Instant>>,
 }
+
+/// Most buckets remembered as exhausted; beyond it the oldest knowledge is
+/// dropped (the buckets themselves still refuse).
+const EXHAUSTED_MAX: usize = 100_000;
 
 impl RateLimiter {
     /// Builds the limiter. Redis is connected on first use, so a server
@@ -168,6 +180,7 @@ impl RateLimiter {
                 memory: MemoryBuckets::new(config.key, config.ip),
                 redis,
                 config,
+                exhausted: RwLock::new(HashMap::new()),
             }),
         })
     }
@@ -201,10 +214,56 @@ impl RateLimiter {
             },
             None => self.inner.memory.check(scope, id, cost),
         };
-        if !decision.allowed {
-            metrics::counter!(names::RATE_LIMIT_HITS_TOTAL, "scope" => scope.as_str()).increment(1);
-        }
+        self.note(scope, id, &decision);
         decision
+    }
+
+    /// Like [`RateLimiter::check`], on this process's buckets only: for
+    /// probes (`/health`, `/metrics`), which must not depend on Redis.
+    pub fn check_local(&self, scope: BucketScope, id: &str, cost: u32) -> Decision {
+        let cost = cost.clamp(1, self.quota(scope).burst);
+        let decision = self.inner.memory.check(scope, id, cost);
+        self.note(scope, id, &decision);
+        decision
+    }
+
+    fn note(&self, scope: BucketScope, id: &str, decision: &Decision) {
+        if decision.allowed {
+            return;
+        }
+        metrics::counter!(names::RATE_LIMIT_HITS_TOTAL, "scope" => scope.as_str()).increment(1);
+        if let Ok(mut exhausted) = self.inner.exhausted.write() {
+            if exhausted.len() >= EXHAUSTED_MAX {
+                exhausted.clear();
+            }
+            exhausted.insert(
+                (scope, id.to_string()),
+                Instant::now() + decision.retry_after,
+            );
+        }
+    }
+
+    /// A refusal for a bucket last seen empty and not yet refilled enough,
+    /// without touching the bucket (or Redis). Counts the refusal.
+    pub fn still_exhausted(&self, scope: BucketScope, id: &str) -> Option<Decision> {
+        let until = {
+            let exhausted = self.inner.exhausted.read().ok()?;
+            if exhausted.is_empty() {
+                return None;
+            }
+            *exhausted.get(&(scope, id.to_string()))?
+        };
+        let wait = until.checked_duration_since(Instant::now())?;
+        metrics::counter!(names::RATE_LIMIT_HITS_TOTAL, "scope" => scope.as_str()).increment(1);
+        let quota = self.quota(scope);
+        Some(Decision {
+            allowed: false,
+            limit: quota.burst,
+            remaining: 0,
+            reset: quota.emission_interval() * quota.burst,
+            retry_after: wait,
+            limiter_unavailable: false,
+        })
     }
 
     /// Probes Redis (when configured).
@@ -238,6 +297,10 @@ impl RateLimiter {
     /// seen once do not hold memory. Call about once a minute.
     pub fn sweep(&self) {
         self.inner.memory.sweep();
+        let now = Instant::now();
+        if let Ok(mut exhausted) = self.inner.exhausted.write() {
+            exhausted.retain(|_, until| *until > now);
+        }
     }
 }
 
@@ -291,6 +354,12 @@ mod tests {
         // Another key and the IP scope have their own buckets.
         assert!(l.check(BucketScope::Key, "k2", 1).await.allowed);
         assert!(l.check(BucketScope::Ip, "k1", 1).await.allowed);
+        // Remembered as empty until it refills enough.
+        let known = l
+            .still_exhausted(BucketScope::Key, "k1")
+            .expect("exhausted");
+        assert!(!known.allowed && known.retry_after <= refused.retry_after);
+        assert!(l.still_exhausted(BucketScope::Key, "k2").is_none());
     }
 
     #[tokio::test]

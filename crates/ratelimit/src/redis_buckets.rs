@@ -99,22 +99,30 @@ impl RedisBuckets {
             .map(|mut last| last.take().is_some())
             .unwrap_or(false);
         if was_down {
+            self.resting_until_ms.store(0, Ordering::Relaxed);
             tracing::info!("Redis rate limiter reachable again");
         }
     }
 
-    /// A connection, opening one if needed; `None` while Redis is resting
-    /// after a failure or another task is connecting.
-    async fn connection(&self) -> Option<MultiplexedConnection> {
-        if self.now_ms() < self.resting_until_ms.load(Ordering::Relaxed) {
+    /// A connection, opening one if needed (one task connects, the others
+    /// wait for it); `None` while Redis rests after a failure, unless
+    /// `probe` (a health check may try while requests do not).
+    async fn connection(&self, probe: bool) -> Option<MultiplexedConnection> {
+        if !probe && self.now_ms() < self.resting_until_ms.load(Ordering::Relaxed) {
             return None;
         }
         if let Some(c) = self.connection.read().ok().and_then(|c| c.clone()) {
             return Some(c);
         }
-        let _connecting = self.connecting.try_lock().ok()?;
+        let _connecting = tokio::time::timeout(self.timeout * 2, self.connecting.lock())
+            .await
+            .ok()?;
         if let Some(c) = self.connection.read().ok().and_then(|c| c.clone()) {
             return Some(c);
+        }
+        if !probe && self.now_ms() < self.resting_until_ms.load(Ordering::Relaxed) {
+            // The task ahead of us just failed to connect.
+            return None;
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -151,7 +159,7 @@ impl RedisBuckets {
         quota: Quota,
         cost: u32,
     ) -> Option<Decision> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection(false).await?;
         let emission_us = (1_000_000 / u64::from(quota.per_second.max(1))).max(1);
         let key = format!("{}:{}:{}", self.prefix, scope.as_str(), id);
         let mut invocation = self.script.key(key);
@@ -187,9 +195,7 @@ impl RedisBuckets {
     /// One PING: its latency, or the error.
     pub async fn ping(&self) -> (Duration, Option<String>) {
         let started = Instant::now();
-        // A health probe may try even while requests let Redis rest.
-        self.resting_until_ms.store(0, Ordering::Relaxed);
-        let Some(mut conn) = self.connection().await else {
+        let Some(mut conn) = self.connection(true).await else {
             let error = self
                 .last_error
                 .lock()

@@ -83,6 +83,11 @@ impl ApiKeySecret {
     /// runbooks generate them with `openssl rand -hex 32`): any visible
     /// ASCII without commas or spaces, 32 to 256 characters.
     pub fn configured(raw: &str) -> Result<Self, SecurityError> {
+        if raw.starts_with(KEY_PREFIX) {
+            return Err(SecurityError::MalformedKey(
+                "a configured key must not start with mr_ (that prefix marks generated keys)",
+            ));
+        }
         if raw.len() < MIN_CONFIGURED_LEN || raw.len() > MAX_CONFIGURED_LEN {
             return Err(SecurityError::MalformedKey(
                 "a configured key must have 32 to 256 characters",
@@ -96,8 +101,8 @@ impl ApiKeySecret {
         Ok(Self(raw.to_string()))
     }
 
-    /// Whether `raw` could be a generated key (prefix and length), before
-    /// checking it: used to tell a malformed key from a configured secret.
+    /// Whether `raw` claims to be a generated key (its prefix), before
+    /// checking it: configured secrets may not start with `mr_`.
     pub fn looks_generated(raw: &str) -> bool {
         raw.starts_with(KEY_PREFIX)
     }
@@ -117,15 +122,27 @@ impl ApiKeySecret {
     }
 }
 
+impl ApiKeySecret {
+    /// What may be printed: the public prefix of a generated key, nothing
+    /// of a configured secret.
+    fn shown(&self) -> &str {
+        if Self::looks_generated(&self.0) {
+            self.public_prefix()
+        } else {
+            "configured"
+        }
+    }
+}
+
 impl fmt::Debug for ApiKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApiKeySecret({}…[redacted])", self.public_prefix())
+        write!(f, "ApiKeySecret({}…[redacted])", self.shown())
     }
 }
 
 impl fmt::Display for ApiKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}…[redacted]", self.public_prefix())
+        write!(f, "{}…[redacted]", self.shown())
     }
 }
 
@@ -219,6 +236,9 @@ mod tests {
         assert!(ApiKeySecret::configured(&hex64).is_ok());
         assert!(ApiKeySecret::configured("short").is_err());
         assert!(ApiKeySecret::configured(&format!("{} x", "a".repeat(40))).is_err());
+        assert!(ApiKeySecret::configured(&format!("mr_{}", "a".repeat(40))).is_err());
+        let configured = ApiKeySecret::configured(&hex64).expect("valid");
+        assert!(!format!("{configured:?} {configured}").contains("aaaa"));
     }
 
     #[test]

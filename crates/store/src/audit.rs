@@ -1,7 +1,7 @@
 //! The audit log: append-only (the database refuses UPDATE and DELETE on
 //! it), filtered and paged newest first.
 
-use sqlx::{any::AnyRow, Row};
+use sqlx::{any::AnyRow, Any, Row, Transaction};
 
 use crate::{jobs::value_rows, Store, StoreError};
 
@@ -58,28 +58,40 @@ impl Store {
         }
         let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO audit_log (at, action, outcome, actor, ip, target, details) VALUES {}",
-                value_rows(chunk.len(), 7)
-            );
-            let mut query = sqlx::query(&sql);
-            for e in chunk {
-                query = query
-                    .bind(e.at_ms)
-                    .bind(e.action.as_str())
-                    .bind(e.outcome.as_str())
-                    .bind(e.actor.as_deref())
-                    .bind(e.ip.as_deref())
-                    .bind(e.target.as_deref())
-                    .bind(e.details.as_ref().map(|d| d.to_string()));
-            }
-            query.execute(&mut *tx).await?;
-        }
+        insert_audit(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
+}
 
+/// Writes `events` inside `tx`: an action and its audit record commit
+/// together or not at all.
+pub(crate) async fn insert_audit(
+    tx: &mut Transaction<'static, Any>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO audit_log (at, action, outcome, actor, ip, target, details) VALUES {}",
+            value_rows(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            query = query
+                .bind(e.at_ms)
+                .bind(e.action.as_str())
+                .bind(e.outcome.as_str())
+                .bind(e.actor.as_deref())
+                .bind(e.ip.as_deref())
+                .bind(e.target.as_deref())
+                .bind(e.details.as_ref().map(|d| d.to_string()));
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+impl Store {
     /// One page of the log, newest first.
     pub async fn audit_entries(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
         let mut sql =

@@ -1,11 +1,14 @@
 //! API keys as stored: the SHA-256 of each key, never the key. What a key
 //! may do and how it is checked are decided in `mailroom-app`; this module
-//! only reads and writes rows.
+//! only reads and writes rows. Every change commits with its audit record.
 
 use serde::Serialize;
 use sqlx::{any::AnyRow, Row};
 
-use crate::{Store, StoreError};
+use crate::{
+    audit::{insert_audit, AuditEvent},
+    Store, StoreError,
+};
 
 /// A key's row.
 #[derive(Debug, Clone, Serialize)]
@@ -40,9 +43,18 @@ pub struct NewApiKey {
 const KEY_COLUMNS: &str = "id, name, prefix, key_hash, scopes, created_at, expires_at, revoked_at, last_used_at, replaced_by, created_by";
 
 impl Store {
-    pub async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
+    /// Stores a key and its audit record in one transaction.
+    pub async fn insert_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let _turn = self.gate.urgent().await;
-        insert_key(&self.write, key).await
+        let mut tx = self.write.begin().await?;
+        insert_key(&mut *tx, key).await?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Stores `key` only if no key was ever stored and no other process
@@ -52,6 +64,7 @@ impl Store {
         &self,
         key: &NewApiKey,
         now_ms: i64,
+        audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
@@ -75,6 +88,7 @@ impl Store {
             return Ok(false);
         }
         insert_key(&mut *tx, key).await?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -119,18 +133,29 @@ impl Store {
         .await?)
     }
 
-    /// Revokes a key at once. Returns false when there is no such live key.
-    pub async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+    /// Revokes a key at once, with its audit record. Returns false (and
+    /// records nothing) when there is no such unrevoked key.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        now_ms: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
         let _turn = self.gate.urgent().await;
-        Ok(
+        let mut tx = self.write.begin().await?;
+        let revoked =
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now_ms)
                 .bind(id)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                == 1,
-        )
+                == 1;
+        if revoked {
+            insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// Stores `new` as the successor of `old_id` and lets the old key live
@@ -141,6 +166,7 @@ impl Store {
         old_id: &str,
         new: &NewApiKey,
         old_expires_at_ms: i64,
+        audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
@@ -163,6 +189,7 @@ impl Store {
             return Ok(false);
         }
         insert_key(&mut *tx, new).await?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -75,6 +75,9 @@ pub struct MessagePage {
     pub items: Vec<MessageSummary>,
     /// Id to pass as `before` for the next page, when there is one.
     pub next: Option<MessageId>,
+    /// Sealed bodies opened to answer (0 when SQL could search): the work
+    /// a caller is charged for.
+    pub opened: usize,
 }
 
 /// Rows per multi-row INSERT: 7 parameters a row stays far below SQLite's
@@ -302,7 +305,11 @@ impl Store {
         } else {
             None
         };
-        Ok(MessagePage { items, next })
+        Ok(MessagePage {
+            items,
+            next,
+            opened: 0,
+        })
     }
 
     /// Text search over sealed bodies: SQL narrows by the other filters,
@@ -330,16 +337,39 @@ impl Store {
                 .fetch_all(&self.read)
                 .await?;
             let exhausted = rows.len() < SEARCH_SCAN_CHUNK;
-            for row in &rows {
-                let summary = summary_from_row(row)?;
+            // Opening and matching is CPU work: off the async threads.
+            let store = self.clone();
+            let needle_for_chunk = needle.clone();
+            let judged = tokio::task::spawn_blocking(move || {
+                rows.iter()
+                    .map(|row| {
+                        let summary = summary_from_row(row)?;
+                        let matched = store
+                            .row_matches(&summary, row, &needle_for_chunk)
+                            .unwrap_or_else(|e| {
+                                // One unreadable record must not fail the search.
+                                tracing::warn!(message_id = %summary.id, error = %e, "search skipped a message it cannot open");
+                                false
+                            });
+                        Ok((summary, matched))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("search task failed: {e}")))??;
+            for (summary, matched) in judged {
                 scanned += 1;
                 before = Some(summary.id.clone());
-                if self.row_matches(&summary, row, &needle)? {
+                if matched {
                     items.push(summary);
                     if items.len() > limit {
                         items.truncate(limit);
                         let next = items.last().map(|m| m.id.clone());
-                        return Ok(MessagePage { items, next });
+                        return Ok(MessagePage {
+                            items,
+                            next,
+                            opened: scanned,
+                        });
                     }
                 }
                 if scanned >= MAX_SEARCH_SCAN_ROWS {
@@ -347,11 +377,16 @@ impl Store {
                     return Ok(MessagePage {
                         items,
                         next: before,
+                        opened: scanned,
                     });
                 }
             }
             if exhausted {
-                return Ok(MessagePage { items, next: None });
+                return Ok(MessagePage {
+                    items,
+                    next: None,
+                    opened: scanned,
+                });
             }
         }
     }

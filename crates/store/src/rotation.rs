@@ -7,6 +7,7 @@
 use sqlx::Row;
 
 use crate::{
+    jobs::placeholders,
     sealing::{raw_aad, view_aad},
     Store, StoreError,
 };
@@ -35,7 +36,14 @@ pub struct ResealBatch {
     pub messages: u64,
     /// Continue after this message id.
     pub last_id: Option<String>,
+    /// Records that cannot be opened with the configured keys (message id,
+    /// `raw` or `view`, why): left as they are, and reported.
+    pub unreadable: Vec<(String, &'static str, String)>,
 }
+
+/// Most bytes of raw mail one batch holds in memory (one message larger
+/// than this still makes a batch of its own).
+const BATCH_BYTES: i64 = 64 * 1024 * 1024;
 
 impl Store {
     /// How many records are not sealed under the current key.
@@ -73,9 +81,10 @@ impl Store {
             mailroom_security::SecurityError::NoDataKey,
         ))?;
         let current = ring.current_id().to_string();
-        let rows = sqlx::query(
-            "SELECT m.id, m.view_json, m.text_body, m.sealed_view, m.sealed_key_id, r.raw, r.key_id \
-             FROM messages m LEFT JOIN message_raw r ON r.message_id = m.id \
+        // Candidates and their sizes first, so a batch of large messages
+        // stays within BATCH_BYTES of memory however big each one is.
+        let candidates: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT m.id, m.size_bytes FROM messages m LEFT JOIN message_raw r ON r.message_id = m.id \
              WHERE m.id > $1 AND ((r.message_id IS NOT NULL AND (r.key_id IS NULL OR r.key_id <> $2)) \
                OR m.view_json IS NOT NULL OR (m.sealed_view IS NOT NULL AND m.sealed_key_id <> $2)) \
              ORDER BY m.id LIMIT $3",
@@ -85,8 +94,33 @@ impl Store {
         .bind(i64::from(limit.max(1)))
         .fetch_all(self.primary())
         .await?;
+        let mut bytes = 0i64;
+        let chosen: Vec<&str> = candidates
+            .iter()
+            .enumerate()
+            .take_while(|(i, (_, size))| {
+                bytes += size;
+                *i == 0 || bytes <= BATCH_BYTES
+            })
+            .map(|(_, (id, _))| id.as_str())
+            .collect();
+        if chosen.is_empty() {
+            return Ok(ResealBatch::default());
+        }
+        let sql = format!(
+            "SELECT m.id, m.view_json, m.text_body, m.sealed_view, m.sealed_key_id, r.raw, r.key_id \
+             FROM messages m LEFT JOIN message_raw r ON r.message_id = m.id \
+             WHERE m.id IN ({}) ORDER BY m.id",
+            placeholders(1, chosen.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &chosen {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(self.primary()).await?;
         let mut batch = ResealBatch {
-            messages: rows.len() as u64,
+            messages: chosen.len() as u64,
+            last_id: chosen.last().map(|id| id.to_string()),
             ..ResealBatch::default()
         };
         // Open and seal before taking the write turn.
@@ -97,8 +131,13 @@ impl Store {
             let raw: Option<Vec<u8>> = row.try_get("raw")?;
             let new_raw = match raw {
                 Some(bytes) if raw_key.as_deref() != Some(current.as_str()) => {
-                    let plain = self.open_raw(&id, bytes, raw_key.clone())?;
-                    Some((ring.seal(&raw_aad(&id), &plain), raw_key))
+                    match self.open_raw(&id, bytes, raw_key.clone()) {
+                        Ok(plain) => Some((ring.seal(&raw_aad(&id), &plain), raw_key)),
+                        Err(e) => {
+                            batch.unreadable.push((id.clone(), "raw", e.to_string()));
+                            None
+                        }
+                    }
                 }
                 _ => None,
             };
@@ -108,11 +147,16 @@ impl Store {
             let text_body: Option<String> = row.try_get("text_body")?;
             let new_view = match (&sealed_view, &view_json) {
                 (Some(old), _) if sealed_key.as_deref() != Some(current.as_str()) => {
-                    let plain = self.open(&view_aad(&id), old)?;
-                    Some((
-                        ring.seal(&view_aad(&id), &plain),
-                        ViewWas::Sealed(old.clone()),
-                    ))
+                    match self.open(&view_aad(&id), old) {
+                        Ok(plain) => Some((
+                            ring.seal(&view_aad(&id), &plain),
+                            ViewWas::Sealed(old.clone()),
+                        )),
+                        Err(e) => {
+                            batch.unreadable.push((id.clone(), "view", e.to_string()));
+                            None
+                        }
+                    }
                 }
                 (None, Some(json)) => {
                     let full = view_with_body(json, text_body.as_deref().unwrap_or_default())?;
@@ -168,7 +212,6 @@ impl Store {
             }
         }
         tx.commit().await?;
-        batch.last_id = writes.last().map(|(id, _, _)| id.clone());
         Ok(batch)
     }
 }

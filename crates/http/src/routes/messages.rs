@@ -151,6 +151,7 @@ pub struct ListParams {
 /// `GET /api/v1/messages`: newest first, cursor-paginated.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let status = p
@@ -180,6 +181,8 @@ pub async fn list(
         limit,
     };
     let page = state.store.list_messages(&filter).await?;
+    // A search over sealed bodies costs one token per 500 bodies opened.
+    crate::auth::charge(&state, &caller, (page.opened / 500) as u32).await;
     Ok(Json(json!({
         "items": page.items.iter().map(summary_json).collect::<Vec<_>>(),
         "next_cursor": page.next,

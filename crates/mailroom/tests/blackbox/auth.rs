@@ -640,3 +640,60 @@ async fn slow_and_greedy_clients_cannot_hold_the_server() {
     assert_eq!(status(&app.anonymous, app.url("/health")).await, 200);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gives_its_connection_up() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with(
+        &db,
+        &[
+            ("http.write_timeout_seconds", "1"),
+            ("http.max_connections_per_ip", "1"),
+            ("rate_limit.ip_burst", "1000000"),
+            ("rate_limit.ip_per_second", "1000000"),
+        ],
+    )
+    .await;
+    // Thousands of pipelined requests whose responses are never read: the
+    // socket buffers fill and the server's writes stall.
+    let mut stalled = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let requests = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40_000);
+    let writer = tokio::spawn(async move {
+        let _ = stalled.write_all(&requests).await;
+        // Keep the connection open, unread.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stalled);
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its one connection per address is taken.
+    let answer = raw_exchange(
+        app.addr,
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    // Within the write timeout (and a margin) the server gives up on it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = raw_exchange(
+            app.addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(1),
+        )
+        .await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled connection is still held: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    writer.abort();
+    app.stop().await;
+}

@@ -327,4 +327,19 @@ async fn enabling_encryption_later_seals_the_mail_already_stored() {
         .unwrap_or_default()
         .contains("data key"));
     app.stop().await;
+
+    // A rotation with a keyring that cannot open them leaves them as they
+    // are, and says so.
+    let (_, other) = DataKey::generate();
+    let out = run_cli(
+        &db,
+        &["keys", "rotate-data-key"],
+        &[("MAILROOM_DATA_KEY", &other)],
+    );
+    assert!(!out.status.success());
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("2 records cannot be opened"), "{report}");
+    let app = TestApp::spawn_with(&db, &[("encryption.data_key", &material)]).await;
+    assert_intact(&app, &id, &raw, &marker).await;
+    app.stop().await;
 }

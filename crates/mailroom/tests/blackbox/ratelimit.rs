@@ -97,8 +97,13 @@ backend_test!(
             .await
             .expect("get");
         assert_eq!(r.status(), 429);
-        // A valid key is not affected by the address's failures.
-        assert_eq!(get(&app.client, &url).await.status(), 200);
+        // While the address is throttled, no key it sends is checked, not
+        // even a valid one (a correct guess must not get through either).
+        let r = get(&app.client, &url).await;
+        assert_eq!(r.status(), 429);
+        assert!(header(&r, "retry-after").is_some());
+        // Open routes use another bucket: probes still answer.
+        assert_eq!(get(&app.anonymous, &app.url("/health")).await.status(), 200);
         app.stop().await;
 
         // Behind a trusted proxy, each forwarded client has its own bucket
