@@ -47,6 +47,7 @@ pub mod actions {
     pub const MESSAGE_DELETE: &str = "message.delete";
     pub const PROCESS_TRIGGER: &str = "process.trigger";
     pub const DATA_KEY_RESEAL: &str = "data_key.reseal";
+    pub const MODEL_LEARN: &str = "model.learn";
 }
 
 /// Most refused-authentication events waiting to be written; past it they

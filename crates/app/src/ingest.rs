@@ -235,7 +235,7 @@ async fn commit_group(store: &Store, group: Vec<Pending>, wake: &Notify) {
 /// The Message-ID header (unfolded), read from the header block only and
 /// without copying the message: the full parser runs later in the
 /// pipeline, this only labels the stored row.
-fn header_message_id(raw: &[u8]) -> Option<String> {
+pub fn header_message_id(raw: &[u8]) -> Option<String> {
     let mut lines = raw
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))

@@ -14,6 +14,7 @@ mod ingest;
 mod keys;
 mod pipeline;
 mod reseal;
+mod scoring;
 mod status;
 mod worker;
 
@@ -25,10 +26,11 @@ pub use reseal::{
 
 pub use clock::{now_ms, start_of_utc_day_ms};
 pub use error::IngestError;
-pub use ingest::{IngestReceipt, IngestService, Reservation, Source};
+pub use ingest::{header_message_id, IngestReceipt, IngestService, Reservation, Source};
 pub use pipeline::{
-    FaultInjectionStage, ParseStage, Pipeline, PipelineRun, Stage, StageContext, StageError,
-    StageFuture,
+    FaultInjectionStage, ParseStage, Pipeline, PipelineRun, ScoreStage, Stage, StageContext,
+    StageError, StageFuture,
 };
+pub use scoring::{load_model, now_unix, save_model, ScoreService, ScoringError, DEFAULT_MODEL};
 pub use status::{ProcessStatus, ProcessingStatsView, WorkersView};
 pub use worker::{WorkerConfig, WorkerPool, WorkerState};

@@ -6,7 +6,9 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use mailroom_domain::{MessageId, MessageView, ProcessingStep, StepOutcome};
 
-use crate::clock::now_ms;
+use mailroom_score::Envelope;
+
+use crate::{clock::now_ms, scoring::ScoreService};
 
 /// Raw messages larger than this are parsed on the blocking pool so one huge
 /// message cannot stall the async workers.
@@ -55,6 +57,42 @@ impl Stage for ParseStage {
                 mailroom_mail::parse_view(&ctx.raw)
             };
             ctx.view = Some(view);
+            Ok(())
+        })
+    }
+}
+
+/// Scores the message and stores the report with its parsed view.
+#[derive(Debug, Clone)]
+pub struct ScoreStage {
+    pub service: Arc<ScoreService>,
+    /// Settings profile for mail coming through the pipeline.
+    pub profile: String,
+}
+
+impl Stage for ScoreStage {
+    fn name(&self) -> &'static str {
+        "score"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut StageContext) -> StageFuture<'a> {
+        Box::pin(async move {
+            let report = self
+                .service
+                .score_blocking(
+                    Arc::clone(&ctx.raw),
+                    Envelope::default(),
+                    Some(self.profile.clone()),
+                )
+                .await
+                .map_err(|e| StageError(e.to_string()))?;
+            metrics::counter!(
+                mailroom_telemetry::names::MAIL_SCORE_ACTIONS_TOTAL,
+                "action" => report.action.as_str()
+            )
+            .increment(1);
+            let view = ctx.view.get_or_insert_with(MessageView::default);
+            view.score = Some(report);
             Ok(())
         })
     }
@@ -137,12 +175,17 @@ impl Pipeline {
     }
 
     /// The default pipeline of this release: parse.
-    pub fn standard(fault_injection: bool) -> Self {
+    /// fault injection (tests only), parse, then score when a scoring
+    /// service is given.
+    pub fn standard(fault_injection: bool, scoring: Option<ScoreStage>) -> Self {
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         if fault_injection {
             stages.push(Box::new(FaultInjectionStage));
         }
         stages.push(Box::new(ParseStage));
+        if let Some(score) = scoring {
+            stages.push(Box::new(score));
+        }
         Self::new(stages)
     }
 

@@ -7,9 +7,11 @@
 mod ids;
 mod message;
 mod retry;
+mod score;
 mod status;
 
 pub use ids::{InvalidId, MessageId};
 pub use message::{Address, AttachmentMeta, MessageView, ProcessingStep, StepOutcome};
 pub use retry::RetryPolicy;
+pub use score::{round2, Action, ModelVerdict, ScoreReport, Symbol};
 pub use status::{JobState, MessageStatus, UnknownStatus};

@@ -21,7 +21,7 @@ pub struct AttachmentMeta {
 }
 
 /// The parsed view of a message that every later stage reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MessageView {
     pub from: Option<Address>,
     pub to: Vec<Address>,
@@ -45,6 +45,9 @@ pub struct MessageView {
     pub links: Vec<String>,
     /// Structural problems the parser recovered from (truncation, limits).
     pub warnings: Vec<String>,
+    /// The scoring stage's report, when it has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<crate::ScoreReport>,
 }
 
 /// Outcome of one pipeline stage on one attempt.

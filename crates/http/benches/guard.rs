@@ -53,6 +53,10 @@ async fn setup() -> Setup {
         .expose()
         .to_string();
     let wake = Arc::new(tokio::sync::Notify::new());
+    let scoring = Arc::new(
+        mailroom_app::ScoreService::new(mailroom_score::ScoreConfig::default(), None)
+            .expect("scorer"),
+    );
     let state = |auth_required: bool, limiter: Option<RateLimiter>| AppState {
         ingest: IngestService::new(store.clone(), 1 << 20, 1 << 24, Arc::clone(&wake)),
         store: store.clone(),
@@ -68,6 +72,7 @@ async fn setup() -> Setup {
             auth_required,
             ..SecuritySettings::default()
         }),
+        scoring: Arc::clone(&scoring),
     };
     let limiter = RateLimiter::new(LimiterConfig {
         key: Quota {

@@ -66,6 +66,9 @@ pub fn of(method: &Method, route: Option<&str>) -> RoutePolicy {
             | "/process/status",
         ) => needs(Read, 1),
         ("POST", "/api/v1/messages") => needs(Write, 1),
+        // Scoring stores nothing: a read key (an MTA's) may scan mail.
+        ("POST", "/api/v1/score" | "/checkv2") => needs(Read, 2),
+        ("POST", "/api/v1/learn/{label}") => needs(Write, 5),
         ("DELETE", "/api/v1/messages/{id}") => needs(Admin, 2),
         ("POST", "/process/trigger") => needs(Admin, 10),
         ("GET", "/api/v1/keys" | "/api/v1/audit") => needs(Admin, 2),
@@ -96,6 +99,14 @@ mod tests {
             Access::Scope(Scope::Admin)
         );
         assert_eq!(of(&Method::POST, Some("/process/trigger")).cost, 10);
+        assert_eq!(
+            of(&Method::POST, Some("/checkv2")).access,
+            Access::Scope(Scope::Read)
+        );
+        assert_eq!(
+            of(&Method::POST, Some("/api/v1/learn/{label}")).access,
+            Access::Scope(Scope::Write)
+        );
         assert_eq!(of(&Method::GET, None).access, Access::Open);
     }
 

@@ -1,7 +1,7 @@
 use std::{sync::Arc, time::Duration, time::Instant};
 
 use ipnet::IpNet;
-use mailroom_app::{AuditLog, IngestService, KeyService, WorkerState};
+use mailroom_app::{AuditLog, IngestService, KeyService, ScoreService, WorkerState};
 use mailroom_ratelimit::RateLimiter;
 use mailroom_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,6 +22,8 @@ pub struct AppState {
     /// `None` when rate limiting is switched off.
     pub limiter: Option<RateLimiter>,
     pub security: Arc<SecuritySettings>,
+    /// The scorer and the live model.
+    pub scoring: Arc<ScoreService>,
 }
 
 /// How the surface is protected (resolved from configuration).

@@ -11,4 +11,4 @@ mod view;
 
 pub use check::{check_ingestible, IngestRejection};
 pub use links::extract_links;
-pub use view::parse_view;
+pub use view::{content_type_of, parse_view};

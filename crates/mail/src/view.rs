@@ -46,14 +46,7 @@ pub fn parse_view(raw: &[u8]) -> MessageView {
         }
         attachments.push(AttachmentMeta {
             name: part.attachment_name().map(str::to_owned),
-            content_type: part
-                .content_type()
-                .map(|ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                    None => ct.ctype().to_string(),
-                })
-                .unwrap_or_else(|| "application/octet-stream".into())
-                .to_ascii_lowercase(),
+            content_type: content_type_of(part),
             size: part.len() as u64,
         });
     }
@@ -79,9 +72,22 @@ pub fn parse_view(raw: &[u8]) -> MessageView {
         attachments,
         links,
         warnings,
+        score: None,
     };
     scrub_nul(&mut view);
     view
+}
+
+/// A part's declared `type/subtype`, lower-cased; parts without one are
+/// `application/octet-stream` (RFC 2046's default for attachments).
+pub fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
+    part.content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase()
 }
 
 /// NUL is never meaningful in text, and PostgreSQL's `text` refuses it: a

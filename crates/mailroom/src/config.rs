@@ -129,6 +129,18 @@ pub const KEYS: &[Key] = &[
         help: "how often idle workers look for due retries",
     },
     Key {
+        name: "score.model_path",
+        aliases: &[],
+        default: Some("data/model.mrmodel"),
+        help: "the live scoring model (learn writes it); until it exists the built-in model scores",
+    },
+    Key {
+        name: "score.profile",
+        aliases: &[],
+        default: Some("inbound"),
+        help: "settings profile the pipeline scores with ([score.profiles.NAME])",
+    },
+    Key {
         name: "fault_injection",
         aliases: &[],
         default: Some("false"),
@@ -337,7 +349,14 @@ impl fmt::Display for Problem {
 pub struct Layers {
     values: BTreeMap<String, (String, Origin)>,
     problems: Vec<Problem>,
+    /// The `[score]` table's rule settings (weights, actions, lists,
+    /// profiles): structured, so typed as a whole by the scoring crate.
+    score_table: Option<(toml::Table, String)>,
 }
+
+/// `[score]` keys that are ordinary flat settings; everything else in the
+/// table is scoring configuration ([`mailroom_score::ScoreConfig`]).
+const SCORE_FLAT_KEYS: &[&str] = &["model_path", "profile"];
 
 impl Layers {
     /// Defaults, then the file (if any), then the environment.
@@ -378,7 +397,7 @@ impl Layers {
                 return;
             }
         };
-        let table: toml::Table = match text.parse() {
+        let mut table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
                 self.problems.push(Problem {
@@ -388,6 +407,24 @@ impl Layers {
                 return;
             }
         };
+        if let Some(score) = table.remove("score") {
+            match score {
+                toml::Value::Table(mut rules) => {
+                    let mut flat_part = toml::Table::new();
+                    for key in SCORE_FLAT_KEYS {
+                        if let Some(v) = rules.remove(*key) {
+                            flat_part.insert((*key).to_string(), v);
+                        }
+                    }
+                    table.insert("score".into(), toml::Value::Table(flat_part));
+                    self.score_table = Some((rules, shown.clone()));
+                }
+                _ => self.problems.push(Problem {
+                    key: "score".into(),
+                    message: format!("must be a table in {shown}"),
+                }),
+            }
+        }
         let mut flat = Vec::new();
         flatten("", &toml::Value::Table(table), &mut flat);
         for (key, value) in flat {
@@ -431,6 +468,44 @@ impl Layers {
                 (key.clone(), shown)
             })
             .collect()
+    }
+
+    fn resolve_score(&self, r: &mut Resolver<'_>) -> Option<ScoreSettings> {
+        let rules = match &self.score_table {
+            None => mailroom_score::ScoreConfig::default(),
+            Some((table, shown)) => match toml::Value::Table(table.clone()).try_into() {
+                Ok(c) => c,
+                Err(e) => {
+                    r.problem("score", format!("in {shown}: {}", e.message()));
+                    return None;
+                }
+            },
+        };
+        if let Err(e) = mailroom_score::Scorer::new(rules.clone()) {
+            r.problem("score", e.to_string());
+            return None;
+        }
+        let profile = r.string("score.profile")?;
+        if !rules.profiles.contains_key(&profile) {
+            r.problem(
+                "score.profile",
+                format!(
+                    "no profile `{profile}` (configured: {})",
+                    rules
+                        .profiles
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return None;
+        }
+        Some(ScoreSettings {
+            rules,
+            model_path: PathBuf::from(r.string("score.model_path")?),
+            profile,
+        })
     }
 
     /// Types every value; returns the config or every problem found.
@@ -521,6 +596,7 @@ impl Layers {
                 .map(Duration::from_millis),
             fault_injection: r.parse::<bool>("fault_injection", "true or false"),
             security: resolve_security(&mut r),
+            score: self.resolve_score(&mut r),
         };
         if let (Some(one), Some(all)) = (config.max_message_bytes, config.max_inflight_bytes) {
             if all < one {
@@ -952,6 +1028,16 @@ struct PartialConfig {
     poll_interval: Option<Duration>,
     fault_injection: Option<bool>,
     security: Option<SecurityConfig>,
+    score: Option<ScoreSettings>,
+}
+
+/// Scoring: the rules and the live model file.
+#[derive(Debug, Clone)]
+pub struct ScoreSettings {
+    pub rules: mailroom_score::ScoreConfig,
+    pub model_path: PathBuf,
+    /// Profile the pipeline scores with.
+    pub profile: String,
 }
 
 /// The resolved configuration.
@@ -974,6 +1060,7 @@ pub struct Config {
     pub poll_interval: Duration,
     pub fault_injection: bool,
     pub security: SecurityConfig,
+    pub score: ScoreSettings,
     /// Every setting, secrets masked: compared between starts to audit
     /// configuration changes.
     pub fingerprint: BTreeMap<String, String>,
@@ -998,6 +1085,7 @@ impl PartialConfig {
             poll_interval: self.poll_interval?,
             fault_injection: self.fault_injection?,
             security: self.security?,
+            score: self.score?,
             fingerprint: BTreeMap::new(),
         })
     }

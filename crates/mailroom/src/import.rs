@@ -91,13 +91,13 @@ impl ImportSummary {
 }
 
 /// One unit of input found on disk.
-enum Input {
+pub(crate) enum Input {
     Eml(PathBuf),
     Mbox(PathBuf),
 }
 
 /// Walks the given paths into inputs, with their total size for progress.
-fn discover(paths: &[PathBuf], summary: &mut ImportSummary) -> (Vec<Input>, u64) {
+pub(crate) fn discover(paths: &[PathBuf], summary: &mut ImportSummary) -> (Vec<Input>, u64) {
     let mut inputs = Vec::new();
     let mut total = 0;
     for root in paths {
@@ -314,7 +314,7 @@ fn reason(e: &IngestError) -> String {
 
 /// One entry of an mbox.
 #[derive(Debug, PartialEq, Eq)]
-enum MboxEntry {
+pub(crate) enum MboxEntry {
     Message(Vec<u8>),
     /// Larger than the limit: skipped to the next separator, never held.
     TooLarge,
@@ -323,7 +323,7 @@ enum MboxEntry {
 /// Reads an mbox (mboxrd: `>From ` quoting undone) holding at most `limit`
 /// bytes of one message plus one 64 KiB line chunk in memory, whatever the
 /// file holds.
-struct MboxReader<R> {
+pub(crate) struct MboxReader<R> {
     reader: R,
     limit: usize,
     chunk: Vec<u8>,
@@ -337,7 +337,7 @@ struct MboxReader<R> {
 const MBOX_CHUNK: u64 = 64 * 1024;
 
 impl<R: std::io::BufRead> MboxReader<R> {
-    fn new(reader: R, limit: usize) -> Self {
+    pub(crate) fn new(reader: R, limit: usize) -> Self {
         Self {
             reader,
             limit,

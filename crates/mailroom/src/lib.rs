@@ -6,4 +6,5 @@
 pub mod config;
 pub mod import;
 pub mod keys_cli;
+pub mod score_cli;
 pub mod server;

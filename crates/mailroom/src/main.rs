@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use mailroom::{
     config::{Config, Layers, KEYS},
-    import, keys_cli, server,
+    import, keys_cli, score_cli, server,
 };
 use mailroom_app::IngestService;
 
@@ -56,6 +56,55 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// No progress bar, only the summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Score messages (.eml files, directories, mbox, Maildir): one JSON line each.
+    Score {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// A human-readable table of every symbol and its evidence instead of JSON.
+        #[arg(long)]
+        explain: bool,
+        /// Model file to score with (default: score.model_path, else the built-in model).
+        #[arg(long, value_name = "MODEL")]
+        model: Option<PathBuf>,
+        /// Settings profile (default: score.profile).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// No summary line on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Train a fresh scoring model from labelled ham and spam.
+    Train {
+        #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+        ham: Vec<PathBuf>,
+        #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+        spam: Vec<PathBuf>,
+        /// Where to write the model (default: score.model_path).
+        #[arg(long, value_name = "MODEL")]
+        out: Option<PathBuf>,
+        /// Passes over the training set.
+        #[arg(long, default_value_t = 4)]
+        epochs: u32,
+        /// Hashed feature space: 2^bits weights.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(12..=24))]
+        bits: u8,
+        /// Weight of one spam example relative to one ham (default: balances the classes).
+        #[arg(long, value_name = "W")]
+        spam_weight: Option<f64>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Teach the live model (score.model_path) that messages are ham or spam.
+    Learn {
+        #[arg(long, num_args = 1.., value_name = "PATH", conflicts_with = "spam", required_unless_present = "spam")]
+        ham: Vec<PathBuf>,
+        #[arg(long, num_args = 1.., value_name = "PATH")]
+        spam: Vec<PathBuf>,
+        /// No progress display.
         #[arg(long)]
         quiet: bool,
     },
@@ -179,6 +228,75 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Scoring commands work on files: no runtime, no database.
+    match cli.command {
+        Command::Score {
+            paths,
+            explain,
+            model,
+            profile,
+            quiet,
+        } => {
+            let options = score_cli::ScoreOptions {
+                explain,
+                model,
+                profile,
+                quiet,
+            };
+            return exit(
+                score_cli::score(&config.score, config.max_message_bytes, &paths, options).map(
+                    |all| {
+                        if all {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(1)
+                        }
+                    },
+                ),
+            );
+        }
+        Command::Train {
+            ham,
+            spam,
+            out,
+            epochs,
+            bits,
+            spam_weight,
+            quiet,
+        } => {
+            let options = score_cli::TrainOptions {
+                out: out.unwrap_or_else(|| config.score.model_path.clone()),
+                ham,
+                spam,
+                epochs,
+                bits,
+                spam_weight,
+                quiet,
+            };
+            return exit(
+                score_cli::train(&config.score, config.max_message_bytes, options)
+                    .map(|()| ExitCode::SUCCESS),
+            );
+        }
+        Command::Learn { ham, spam, quiet } => {
+            let (paths, label) = if ham.is_empty() {
+                (spam, mailroom_score::Label::Spam)
+            } else {
+                (ham, mailroom_score::Label::Ham)
+            };
+            return exit(
+                score_cli::learn(
+                    &config.score,
+                    config.max_message_bytes,
+                    &paths,
+                    label,
+                    quiet,
+                )
+                .map(|()| ExitCode::SUCCESS),
+            );
+        }
+        _ => {}
+    }
     if let Err(e) = mailroom_telemetry::init_tracing(&config.log_level, config.log_format) {
         eprintln!("{e}");
         return ExitCode::from(2);
@@ -201,6 +319,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// `--config`, else `./mailroom.toml` when present.
@@ -333,6 +458,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             store.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
-        Command::Config { .. } => Ok(ExitCode::SUCCESS),
+        Command::Config { .. }
+        | Command::Score { .. }
+        | Command::Train { .. }
+        | Command::Learn { .. } => Ok(ExitCode::SUCCESS),
     }
 }

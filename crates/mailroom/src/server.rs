@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::Context;
 use mailroom_app::{
-    actions, AuditLog, IngestService, IssuedKey, KeyService, Pipeline, WorkerConfig, WorkerPool,
-    WorkerState,
+    actions, AuditLog, IngestService, IssuedKey, KeyService, Pipeline, ScoreService, ScoreStage,
+    WorkerConfig, WorkerPool, WorkerState,
 };
 use mailroom_http::{AppState, SecuritySettings, ServeLimits};
 use mailroom_ratelimit::{LimiterConfig, RateLimiter};
@@ -134,7 +134,21 @@ impl Application {
         };
         let wake = Arc::new(Notify::new());
         let workers = Arc::new(WorkerState::default());
-        let pipeline = Pipeline::standard(config.fault_injection);
+        let scoring = Arc::new(
+            ScoreService::new(
+                config.score.rules.clone(),
+                Some(config.score.model_path.clone()),
+            )
+            .context("scoring model")?,
+        );
+        info!(model = %scoring.model_info().version, path = %config.score.model_path.display(), "scoring model loaded");
+        let pipeline = Pipeline::standard(
+            config.fault_injection,
+            Some(ScoreStage {
+                service: Arc::clone(&scoring),
+                profile: config.score.profile.clone(),
+            }),
+        );
         if config.fault_injection {
             warn!("fault injection is ON: X-Mailroom-Fault headers can fail or delay processing; never enable this in production");
         }
@@ -178,6 +192,7 @@ impl Application {
                 request_timeout: config.security.request_timeout,
                 cors_allowed_origins: config.security.cors_allowed_origins.clone(),
             }),
+            scoring,
         };
         info!(
             addr = %listener.local_addr()?,
@@ -395,7 +410,7 @@ async fn maintenance(
             _ = tick.tick() => {}
         }
         ticks += 1;
-        let mut report = ticks % mailroom_app::KEYRING_REPORT_EVERY.as_secs().max(1) == 0;
+        let mut report = ticks.is_multiple_of(mailroom_app::KEYRING_REPORT_EVERY.as_secs().max(1));
         if let Some(path) = &key_file {
             let now = modified(path);
             if now != seen {
@@ -411,7 +426,18 @@ async fn maintenance(
         if report {
             report_keyring(&state.store, &instance).await;
         }
-        if ticks % 60 == 0 {
+        // Another process (`mailroom learn`, another server) updated the
+        // model file: score with its model from now on.
+        let scoring = Arc::clone(&state.scoring);
+        match tokio::task::spawn_blocking(move || scoring.reload_if_changed()).await {
+            Ok(Ok(true)) => info!("scoring model reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "the model file changed but could not be loaded; keeping the model in use")
+            }
+            Err(e) => warn!(error = %e, "model reload task failed"),
+        }
+        if ticks.is_multiple_of(60) {
             if let Some(limiter) = &state.limiter {
                 limiter.sweep();
             }

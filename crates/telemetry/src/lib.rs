@@ -26,6 +26,8 @@ pub mod names {
     pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
     pub const AUDIT_EVENTS_DROPPED_TOTAL: &str = "audit_events_dropped_total";
     pub const DATA_KEY_RESEALED_TOTAL: &str = "data_key_resealed_total";
+    pub const MAIL_SCORE_PROCESSING_TIME: &str = "mail_score_processing_time";
+    pub const MAIL_SCORE_ACTIONS_TOTAL: &str = "mail_score_actions_total";
 }
 
 /// Log output format.
@@ -82,6 +84,15 @@ pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds_buckets)
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?
+        // Scoring takes microseconds: its buckets start far below HTTP's.
+        .set_buckets_for_metric(
+            Matcher::Full(names::MAIL_SCORE_PROCESSING_TIME.into()),
+            &[
+                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                0.05, 0.25, 1.0,
+            ],
+        )
+        .map_err(|e| TelemetryError::Recorder(e.to_string()))?
         .build_recorder();
     let handle = recorder.handle();
     match metrics::set_global_recorder(recorder) {
@@ -109,6 +120,15 @@ fn describe() {
         HTTP_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
         "HTTP request latency"
+    );
+    describe_histogram!(
+        MAIL_SCORE_PROCESSING_TIME,
+        Unit::Seconds,
+        "Time to score one message (parse, analyzers, model)"
+    );
+    describe_counter!(
+        MAIL_SCORE_ACTIONS_TOTAL,
+        "Scored messages by action and surface"
     );
     describe_counter!(
         EMAILS_INGESTED_TOTAL,

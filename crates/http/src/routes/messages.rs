@@ -35,21 +35,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let essence = ct
-            .to_str()
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if !ACCEPTED_TYPES.contains(&essence.as_str()) {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Type `{essence}` is not accepted; send the raw message as message/rfc822 (or application/octet-stream, text/plain)"
-            )));
-        }
-    }
+    check_raw_content_type(&headers)?;
     let limit = state.ingest.max_bytes();
     // Room for the whole body is reserved before a byte is read, and held
     // until the message is stored: memory stays within the ingest budget.
@@ -74,14 +60,35 @@ pub async fn create(
 
 /// Reads at most `limit` bytes of body. Memory stays bounded by the limit
 /// whatever the client sends.
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
+/// Raw-message endpoints take message/rfc822 (or octet-stream, text/plain);
+/// no Content-Type at all is accepted too (curl --data-binary).
+pub(crate) fn check_raw_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let essence = ct
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if !ACCEPTED_TYPES.contains(&essence.as_str()) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type `{essence}` is not accepted; send the raw message as message/rfc822 (or application/octet-stream, text/plain)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
 }
 
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut body: Body,
     headers: &HeaderMap,
     limit: usize,

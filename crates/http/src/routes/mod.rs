@@ -2,6 +2,7 @@ mod audit;
 mod keys;
 mod messages;
 mod ops;
+mod score;
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -48,6 +49,9 @@ pub fn router(state: AppState) -> Router {
             post(keys::rotate).layer(DefaultBodyLimit::max(keys::BODY_LIMIT)),
         )
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/score", post(score::score))
+        .route("/checkv2", post(score::checkv2))
+        .route("/api/v1/learn/{label}", post(score::learn))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

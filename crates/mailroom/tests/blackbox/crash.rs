@@ -220,9 +220,11 @@ backend_test!(
                 m["status"], "processed",
                 "acknowledged message {id} after the crash: {m}"
             );
-            let completions = m["history"]
-                .as_array()
-                .map(|h| h.iter().filter(|s| s["outcome"] == "ok").count());
+            let completions = m["history"].as_array().map(|h| {
+                h.iter()
+                    .filter(|s| s["outcome"] == "ok" && s["stage"] == "parse")
+                    .count()
+            });
             assert_eq!(completions, Some(1), "{m}");
         }
     }

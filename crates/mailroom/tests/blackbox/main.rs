@@ -15,3 +15,4 @@ mod ops;
 mod protection_cli;
 mod queue;
 mod ratelimit;
+mod score;
