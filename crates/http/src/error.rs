@@ -97,16 +97,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<mailroom_mail::IngestRejection> for ApiError {
+    fn from(r: mailroom_mail::IngestRejection) -> Self {
+        match r {
+            mailroom_mail::IngestRejection::Empty => ApiError::EmptyBody(r.to_string()),
+            mailroom_mail::IngestRejection::NotAnEmail(_) => ApiError::NotAnEmail(r.to_string()),
+        }
+    }
+}
+
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
-            IngestError::Rejected(r) => match r {
-                mailroom_mail::IngestRejection::Empty => ApiError::EmptyBody(r.to_string()),
-                mailroom_mail::IngestRejection::NotAnEmail(_) => {
-                    ApiError::NotAnEmail(r.to_string())
-                }
-            },
+            IngestError::Rejected(r) => r.into(),
             IngestError::Busy => ApiError::Unavailable(e.to_string()),
             IngestError::Store(s) => s.into(),
         }

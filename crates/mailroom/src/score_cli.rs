@@ -10,7 +10,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::{BufReader, Write},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{mpsc, Arc, Mutex},
     time::Instant,
 };
@@ -501,11 +501,7 @@ pub fn learn(
         label.as_str(),
         info.version,
         info.online_updates,
-        display(&settings.model_path)
+        settings.model_path.display()
     );
     Ok(())
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

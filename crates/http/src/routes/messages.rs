@@ -7,7 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use mailroom_app::{actions, AuditLog, Source};
+use mailroom_app::{actions, AuditLog, Reservation, Source};
 use mailroom_domain::{MessageId, MessageStatus};
 use mailroom_store::{ListFilter, MessageSummary};
 use serde::Deserialize;
@@ -36,12 +36,8 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_raw_content_type(&headers)?;
-    let limit = state.ingest.max_bytes();
-    // Room for the whole body is reserved before a byte is read, and held
-    // until the message is stored: memory stays within the ingest budget.
-    let declared = declared_length(&headers);
-    let _reservation = state.ingest.reserve(declared.unwrap_or(limit)).await?;
-    let raw = read_limited(body, &headers, limit).await?;
+    // Held until the message is stored.
+    let (_reservation, raw) = read_raw_body(&state, &headers, body).await?;
     let receipt = state.ingest.ingest(raw, Source::Api).await?;
     let location = format!("/api/v1/messages/{}", receipt.id);
     let (status, payload) = if receipt.duplicate {
@@ -81,14 +77,31 @@ pub(crate) fn check_raw_content_type(headers: &HeaderMap) -> Result<(), ApiError
     Ok(())
 }
 
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<usize> {
+/// Reads a raw message body under the ingest limit. Room for the whole
+/// body is reserved in the ingest memory budget before a byte is read;
+/// callers hold the reservation for as long as they hold the bytes.
+pub(crate) async fn read_raw_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Reservation, Vec<u8>), ApiError> {
+    let limit = state.ingest.max_bytes();
+    let reservation = state
+        .ingest
+        .reserve(declared_length(headers).unwrap_or(limit))
+        .await?;
+    let raw = read_limited(body, headers, limit).await?;
+    Ok((reservation, raw))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
 }
 
-pub(crate) async fn read_limited(
+async fn read_limited(
     mut body: Body,
     headers: &HeaderMap,
     limit: usize,

@@ -13,7 +13,7 @@ use axum::{
     http::HeaderMap,
     Extension, Json,
 };
-use mailroom_app::{actions, AuditLog, ScoringError};
+use mailroom_app::{actions, AuditLog, Reservation, ScoringError};
 use mailroom_domain::{Action, ScoreReport};
 use mailroom_score::{Envelope, Label, ScoreError};
 use serde::Serialize;
@@ -23,7 +23,7 @@ use crate::{
     auth::Caller,
     extract::ApiQuery,
     json::text_param,
-    routes::messages::{check_raw_content_type, declared_length, read_limited},
+    routes::messages::{check_raw_content_type, read_raw_body},
     ApiError, AppState,
 };
 
@@ -38,28 +38,23 @@ impl From<ScoringError> for ApiError {
     }
 }
 
-/// Reads a raw message body the way ingest does (same limit, same memory
-/// budget, same refusals of empty and non-mail bodies).
+/// Reads a raw message the way ingest does (same limit, same memory
+/// budget, same refusals of empty and non-mail bodies). The reservation
+/// must be held until scoring is done.
 async fn read_message(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
     rspamd_client: bool,
-) -> Result<Arc<Vec<u8>>, ApiError> {
+) -> Result<(Reservation, Arc<Vec<u8>>), ApiError> {
     // rspamd clients send whatever Content-Type their HTTP library picks
     // (curl's form default included): the scan protocol ignores it.
     if !rspamd_client {
         check_raw_content_type(headers)?;
     }
-    let limit = state.ingest.max_bytes();
-    let declared = declared_length(headers);
-    let _reservation = state.ingest.reserve(declared.unwrap_or(limit)).await?;
-    let raw = read_limited(body, headers, limit).await?;
-    mailroom_mail::check_ingestible(&raw).map_err(|r| match r {
-        mailroom_mail::IngestRejection::Empty => ApiError::EmptyBody(r.to_string()),
-        mailroom_mail::IngestRejection::NotAnEmail(_) => ApiError::NotAnEmail(r.to_string()),
-    })?;
-    Ok(Arc::new(raw))
+    let (reservation, raw) = read_raw_body(state, headers, body).await?;
+    mailroom_mail::check_ingestible(&raw)?;
+    Ok((reservation, Arc::new(raw)))
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -111,7 +106,7 @@ pub async fn score(
 ) -> Result<Json<ScoreReport>, ApiError> {
     let profile = text_param("profile", query.profile, 64)?;
     let envelope = envelope(&headers)?;
-    let raw = read_message(&state, &headers, body, false).await?;
+    let (_reservation, raw) = read_message(&state, &headers, body, false).await?;
     let report = state.scoring.score_blocking(raw, envelope, profile).await?;
     Ok(Json(report))
 }
@@ -192,7 +187,7 @@ pub async fn checkv2(
 ) -> Result<Json<Value>, ApiError> {
     let profile = header_text(&headers, "settings-id");
     let envelope = envelope(&headers)?;
-    let raw = read_message(&state, &headers, body, true).await?;
+    let (_reservation, raw) = read_message(&state, &headers, body, true).await?;
     let message_id = mailroom_app::header_message_id(&raw);
     let report = state.scoring.score_blocking(raw, envelope, profile).await?;
     let seconds = report.scan_time_us as f64 / 1e6;
@@ -217,7 +212,7 @@ pub async fn learn(
             )))
         }
     };
-    let raw = read_message(&state, &headers, body, false).await?;
+    let (_reservation, raw) = read_message(&state, &headers, body, false).await?;
     let scoring = Arc::clone(&state.scoring);
     let info = tokio::task::spawn_blocking(move || scoring.learn(&raw, label))
         .await
