@@ -96,46 +96,73 @@ pub(crate) enum Input {
     Mbox(PathBuf),
 }
 
+/// What a walk over the inputs finds, in order.
+pub(crate) enum Found {
+    /// An input and its size in bytes.
+    Input(Input, u64),
+    /// A path that cannot be read: (reason, location).
+    Rejected(String, String),
+}
+
+/// Walks the given paths, handing each find to `visit` as soon as it is
+/// found (so work can start before a large tree is walked); `visit`
+/// returns false to stop.
+pub(crate) fn walk(paths: &[PathBuf], mut visit: impl FnMut(Found) -> bool) {
+    for root in paths {
+        if !root.exists() {
+            let found = Found::Rejected("path does not exist".into(), root.display().to_string());
+            if !visit(found) {
+                return;
+            }
+            continue;
+        }
+        for entry in WalkDir::new(root).follow_links(true).sort_by_file_name() {
+            let found = match entry {
+                Err(e) => Found::Rejected(
+                    format!(
+                        "unreadable: {}",
+                        e.io_error()
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| "loop".into())
+                    ),
+                    e.path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
+                Ok(entry) => {
+                    if !entry.file_type().is_file() || is_mail_store_metadata(entry.path()) {
+                        continue;
+                    }
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    let path = entry.into_path();
+                    if looks_like_mbox(&path) {
+                        Found::Input(Input::Mbox(path), size)
+                    } else {
+                        Found::Input(Input::Eml(path), size)
+                    }
+                }
+            };
+            if !visit(found) {
+                return;
+            }
+        }
+    }
+}
+
 /// Walks the given paths into inputs, with their total size for progress.
 pub(crate) fn discover(paths: &[PathBuf], summary: &mut ImportSummary) -> (Vec<Input>, u64) {
     let mut inputs = Vec::new();
     let mut total = 0;
-    for root in paths {
-        if !root.exists() {
-            summary.reject("path does not exist".into(), root.display().to_string());
-            continue;
-        }
-        for entry in WalkDir::new(root).follow_links(true).sort_by_file_name() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    summary.reject(
-                        format!(
-                            "unreadable: {}",
-                            e.io_error()
-                                .map(|e| e.to_string())
-                                .unwrap_or_else(|| "loop".into())
-                        ),
-                        e.path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default(),
-                    );
-                    continue;
-                }
-            };
-            if !entry.file_type().is_file() || is_mail_store_metadata(entry.path()) {
-                continue;
+    walk(paths, |found| {
+        match found {
+            Found::Input(input, size) => {
+                total += size;
+                inputs.push(input);
             }
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            total += size;
-            let path = entry.into_path();
-            if looks_like_mbox(&path) {
-                inputs.push(Input::Mbox(path));
-            } else {
-                inputs.push(Input::Eml(path));
-            }
+            Found::Rejected(reason, location) => summary.reject(reason, location),
         }
-    }
+        true
+    });
     (inputs, total)
 }
 

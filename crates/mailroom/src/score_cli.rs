@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::{
     config::ScoreSettings,
-    import::{discover, ImportSummary, Input, MboxEntry, MboxReader},
+    import::{walk, Found, Input, MboxEntry, MboxReader},
 };
 
 /// Messages per unit of work handed to a thread: large enough that the
@@ -60,30 +60,27 @@ type Item = Result<Source, (String, String)>;
 /// Labelled features, and the (location, reason) of messages skipped.
 type Featurized = (Vec<(FeatureSet, Label)>, Vec<(String, String)>);
 
-/// Walks `paths` and sends chunks of sources; mbox files are split here.
-/// Problems with paths (missing, unreadable) come back as error sources.
-fn produce(paths: &[PathBuf], limit: usize, tx: mpsc::SyncSender<(usize, Vec<Item>)>) -> u64 {
-    let mut summary = ImportSummary::default();
-    let (inputs, total_bytes) = discover(paths, &mut summary);
+/// Walks `paths` and sends chunks of sources as they are found; mbox files
+/// are split here. Problems with paths (missing, unreadable) come back as
+/// error sources.
+fn produce(paths: &[PathBuf], limit: usize, tx: mpsc::SyncSender<(usize, Vec<Item>)>) {
     let mut seq = 0;
     let mut chunk = Vec::with_capacity(CHUNK);
-    let flush = |chunk: &mut Vec<_>, seq: &mut usize| -> bool {
-        if chunk.is_empty() {
+    // Sends the chunk when it is full (or `force`); false once the
+    // workers are gone.
+    let mut flush = |chunk: &mut Vec<Item>, force: bool| -> bool {
+        if chunk.is_empty() || (!force && chunk.len() < CHUNK) {
             return true;
         }
-        let sent = tx.send((*seq, std::mem::take(chunk))).is_ok();
-        *seq += 1;
+        let sent = tx.send((seq, std::mem::take(chunk))).is_ok();
+        seq += 1;
         sent
     };
-    for (reason, (_, examples)) in &summary.rejected {
-        for location in examples {
-            chunk.push(Err((location.clone(), reason.clone())));
-        }
-    }
-    for input in inputs {
-        match input {
-            Input::Eml(path) => chunk.push(Ok(Source::File(path))),
-            Input::Mbox(path) => {
+    walk(paths, |found| {
+        match found {
+            Found::Rejected(reason, location) => chunk.push(Err((location, reason))),
+            Found::Input(Input::Eml(path), _) => chunk.push(Ok(Source::File(path))),
+            Found::Input(Input::Mbox(path), _) => {
                 let shown = path.display().to_string();
                 match fs::File::open(&path) {
                     Err(e) => chunk.push(Err((shown, format!("unreadable: {e}")))),
@@ -99,20 +96,17 @@ fn produce(paths: &[PathBuf], limit: usize, tx: mpsc::SyncSender<(usize, Vec<Ite
                                 )),
                                 Err(e) => Err((location, format!("unreadable: {e}"))),
                             });
-                            if chunk.len() >= CHUNK && !flush(&mut chunk, &mut seq) {
-                                return total_bytes;
+                            if !flush(&mut chunk, false) {
+                                return false;
                             }
                         }
                     }
                 }
             }
         }
-        if chunk.len() >= CHUNK && !flush(&mut chunk, &mut seq) {
-            return total_bytes;
-        }
-    }
-    flush(&mut chunk, &mut seq);
-    total_bytes
+        flush(&mut chunk, false)
+    });
+    flush(&mut chunk, true);
 }
 
 /// Runs `work` on every message of `paths` on all cores and hands the

@@ -227,10 +227,15 @@ fn top_tokens(model: &Model, features: &FeatureSet, toward_spam: bool) -> Vec<St
         .map(|(i, token)| (model.weight(i), token))
         .filter(|(w, _)| if toward_spam { *w > 0.0 } else { *w < 0.0 })
         .collect();
-    weighted.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
+    let strongest = |a: &(f64, &str), b: &(f64, &str)| b.0.abs().total_cmp(&a.0.abs());
+    // Only the strongest few are shown: select them, then sort just those.
+    if weighted.len() > MODEL_EVIDENCE {
+        weighted.select_nth_unstable_by(MODEL_EVIDENCE, strongest);
+        weighted.truncate(MODEL_EVIDENCE);
+    }
+    weighted.sort_by(strongest);
     weighted
         .into_iter()
-        .take(MODEL_EVIDENCE)
         .map(|(w, t)| format!("{t} ({w:+.2})"))
         .collect()
 }

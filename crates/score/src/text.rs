@@ -13,7 +13,8 @@ pub fn skeleton(s: &str) -> String {
             'с' | 'С' | 'ϲ' => 'c',
             'у' | 'У' => 'y',
             'х' | 'Х' | 'χ' => 'x',
-            'і' | 'ι' | '1' | '!' | '|' | 'І' | 'ӏ' => 'l',
+            // 'l' and 'i' are the classic pair: both fold to 'l'.
+            'і' | 'ι' | '1' | '!' | '|' | 'І' | 'ӏ' | 'i' | 'I' => 'l',
             'ј' => 'j',
             'ԁ' => 'd',
             'ѕ' | '5' | '$' => 's',
@@ -23,24 +24,52 @@ pub fn skeleton(s: &str) -> String {
             'м' => 'm',
             'н' => 'h',
             'в' => 'b',
+            c if c.is_ascii() => c.to_ascii_lowercase(),
             c => c.to_lowercase().next().unwrap_or(c),
         };
-        out.push(mapped);
+        // The digraphs, folded as they complete: `rn` reads as `m`, `vv` as `w`.
+        match (out.as_bytes().last(), mapped) {
+            (Some(b'r'), 'n') => {
+                out.pop();
+                out.push('m');
+            }
+            (Some(b'v'), 'v') => {
+                out.pop();
+                out.push('w');
+            }
+            _ => out.push(mapped),
+        }
     }
-    // 'l' and 'i' are the classic pair; fold them too, then the digraphs.
-    out.replace('i', "l").replace("rn", "m").replace("vv", "w")
+    out
 }
 
+/// Longest label compared by [`edit_distance`].
+const MAX_EDIT_CHARS: usize = 64;
+
 /// Levenshtein distance, giving up (returning `max + 1`) once it exceeds
-/// `max`; inputs are domain labels, so the quadratic table is tiny.
+/// `max`; inputs are domain labels, so the table is two short rows on the
+/// stack.
 pub fn edit_distance(a: &str, b: &str, max: usize) -> usize {
-    let a: Vec<char> = a.chars().take(64).collect();
-    let b: Vec<char> = b.chars().take(64).collect();
-    if a.len().abs_diff(b.len()) > max {
+    let mut a_chars = ['\0'; MAX_EDIT_CHARS];
+    let mut b_chars = ['\0'; MAX_EDIT_CHARS];
+    let fill = |s: &str, into: &mut [char; MAX_EDIT_CHARS]| {
+        let mut n = 0usize;
+        for (slot, c) in into.iter_mut().zip(s.chars()) {
+            *slot = c;
+            n += 1;
+        }
+        n
+    };
+    let (a_len, b_len) = (fill(a, &mut a_chars), fill(b, &mut b_chars));
+    if a_len.abs_diff(b_len) > max {
         return max + 1;
     }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
+    let (a, b) = (&a_chars[..a_len], &b_chars[..b_len]);
+    let mut prev = [0usize; MAX_EDIT_CHARS + 1];
+    let mut cur = [0usize; MAX_EDIT_CHARS + 1];
+    for (j, slot) in prev.iter_mut().enumerate().take(b.len() + 1) {
+        *slot = j;
+    }
     for (i, ca) in a.iter().enumerate() {
         cur[0] = i + 1;
         let mut row_min = cur[0];

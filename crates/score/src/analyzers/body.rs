@@ -115,21 +115,26 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
 
 /// Letters separated by a single repeated punctuation mark: `v.i.a.g.r.a`.
 fn is_spelled_out(word: &str) -> bool {
-    let chars: Vec<char> = word.chars().take(64).collect();
-    if chars.len() < 7 {
+    let mut chars = word.chars();
+    let (Some(first), Some(sep)) = (chars.next(), chars.next()) else {
+        return false;
+    };
+    if !first.is_alphabetic() || !matches!(sep, '-' | '.' | '_' | '*' | '|' | '/' | '~') {
         return false;
     }
-    let sep = chars[1];
-    if !matches!(sep, '-' | '.' | '_' | '*' | '|' | '/' | '~') {
-        return false;
-    }
-    chars.iter().enumerate().all(|(i, c)| {
-        if i % 2 == 0 {
+    let mut len = 2;
+    for (i, c) in chars.take(62).enumerate() {
+        let ok = if i % 2 == 0 {
             c.is_alphabetic()
         } else {
-            *c == sep
+            c == sep
+        };
+        if !ok {
+            return false;
         }
-    })
+        len += 1;
+    }
+    len >= 7
 }
 
 #[cfg(test)]

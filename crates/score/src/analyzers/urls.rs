@@ -2,8 +2,11 @@
 //! lookalikes, suspicious TLDs, redirect parameters, and anchors whose
 //! text shows one domain while the link goes to another.
 
+use std::collections::HashSet;
+
 use super::{Ctx, Hits};
 use crate::{
+    config::ScoreConfig,
     mail::registrable,
     symbols::*,
     text::{edit_distance, skeleton},
@@ -32,6 +35,8 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         .iter()
         .map(|b| (b.to_ascii_lowercase(), skeleton(&b.to_ascii_lowercase())))
         .collect();
+    // Host checks run once per host: mail links the same few hosts many times.
+    let mut seen_hosts: HashSet<&str> = HashSet::new();
     for url in &ctx.mail.urls {
         let Some(parsed) = url.parsed.as_ref() else {
             continue;
@@ -56,49 +61,10 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
                 vec![format!("{}@{host_str}", parsed.username())],
             );
         }
-        let domain = registrable(&host_str);
-        if config
-            .url_shorteners
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(domain) || s.eq_ignore_ascii_case(&host_str))
-        {
-            hits.add(URL_SHORTENER, vec![host_str.clone()]);
+        if seen_hosts.insert(parsed.host_str().unwrap_or_default()) {
+            host_checks(config, &brands, &host_str, hits);
         }
-        let (unicode, _) = idna::domain_to_unicode(&host_str);
-        if host_str.split('.').any(|l| l.starts_with("xn--")) {
-            hits.add(URL_PUNYCODE, vec![format!("{host_str} ({unicode})")]);
-        }
-        if let Some(tld) = host_str.rsplit('.').next() {
-            if config
-                .suspicious_tlds
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(tld))
-            {
-                hits.add(URL_SUSPICIOUS_TLD, vec![host_str.clone()]);
-            }
-        }
-        if let Some(brand) = lookalike(&unicode, &brands) {
-            hits.add(
-                URL_BRAND_LOOKALIKE,
-                vec![format!("{host_str} imitates {brand}")],
-            );
-        }
-        for (key, value) in parsed.query_pairs().take(50) {
-            let key = key.to_ascii_lowercase();
-            let v = value.trim_start();
-            if (v.starts_with("http://") || v.starts_with("https://"))
-                && REDIRECT_KEYS.contains(&key.as_str())
-            {
-                hits.add(
-                    URL_REDIRECT_PARAM,
-                    vec![format!(
-                        "{host_str} → {}",
-                        v.chars().take(60).collect::<String>()
-                    )],
-                );
-                break;
-            }
-        }
+        redirect_param(parsed, &host_str, hits);
     }
 
     for anchor in &ctx.mail.html.anchors {
@@ -120,6 +86,61 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
     }
 }
 
+/// Checks of a link's host: shorteners, punycode, suspicious TLDs, brand
+/// lookalikes.
+fn host_checks(config: &ScoreConfig, brands: &[(String, String)], host_str: &str, hits: &mut Hits) {
+    let domain = registrable(host_str);
+    if config
+        .url_shorteners
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(domain) || s.eq_ignore_ascii_case(host_str))
+    {
+        hits.add(URL_SHORTENER, vec![host_str.to_string()]);
+    }
+    let (unicode, _) = idna::domain_to_unicode(host_str);
+    if host_str.split('.').any(|l| l.starts_with("xn--")) {
+        hits.add(URL_PUNYCODE, vec![format!("{host_str} ({unicode})")]);
+    }
+    if let Some(tld) = host_str.rsplit('.').next() {
+        if config
+            .suspicious_tlds
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(tld))
+        {
+            hits.add(URL_SUSPICIOUS_TLD, vec![host_str.to_string()]);
+        }
+    }
+    if let Some(brand) = lookalike(&unicode, brands) {
+        hits.add(
+            URL_BRAND_LOOKALIKE,
+            vec![format!("{host_str} imitates {brand}")],
+        );
+    }
+}
+
+/// A query parameter that carries another URL to send the reader on to.
+fn redirect_param(parsed: &url::Url, host: &str, hits: &mut Hits) {
+    if parsed.query().is_none() {
+        return;
+    }
+    for (key, value) in parsed.query_pairs().take(50) {
+        let key = key.to_ascii_lowercase();
+        let v = value.trim_start();
+        if (v.starts_with("http://") || v.starts_with("https://"))
+            && REDIRECT_KEYS.contains(&key.as_str())
+        {
+            hits.add(
+                URL_REDIRECT_PARAM,
+                vec![format!(
+                    "{host} → {}",
+                    v.chars().take(60).collect::<String>()
+                )],
+            );
+            return;
+        }
+    }
+}
+
 /// The brand a domain imitates: a label that folds to the brand without
 /// being it (`paypa1.com`), is one edit away (`paypall.com`), or the brand
 /// as a hyphenated word or leading label of some other domain
@@ -128,22 +149,22 @@ fn lookalike<'b>(host: &str, brands: &'b [(String, String)]) -> Option<&'b str> 
     let domain = registrable(host);
     let main = domain.split('.').next().unwrap_or(domain);
     let main_skeleton = skeleton(main);
-    for (brand, _) in brands {
-        if main == brand {
-            return None; // the brand's own domain
-        }
+    if brands.iter().any(|(brand, _)| main == brand) {
+        return None; // the brand's own domain
     }
+    let sub = &host[..host.len().saturating_sub(domain.len())];
+    let sub_labels: Vec<(&str, String)> = sub
+        .split('.')
+        .filter(|l| !l.is_empty())
+        .map(|l| (l, skeleton(l)))
+        .collect();
     for (brand, brand_skeleton) in brands {
         if main_skeleton == *brand_skeleton
             || (brand.len() >= 6 && edit_distance(main, brand, 1) == 1)
             || main.split('-').any(|w| w == brand)
-        {
-            return Some(brand);
-        }
-        let sub = &host[..host.len().saturating_sub(domain.len())];
-        if sub
-            .split('.')
-            .any(|l| l == brand || skeleton(l) == *brand_skeleton)
+            || sub_labels
+                .iter()
+                .any(|(l, l_skeleton)| l == brand || l_skeleton == brand_skeleton)
         {
             return Some(brand);
         }
