@@ -8,6 +8,12 @@
 #              p50/p99 per message (scan_time_us, parsing included)
 #   rspamd     scan.py --proto rspamd (its /checkv2), 4 clients: messages/s
 #   spamassassin (BENCH_SA=1; ~5 min) scan.py --proto spamc: messages/s
+#   http_open_loop   POST /api/v1/score offered 2,000 requests/s for 10 s
+#              by mailroom-loadgen score-load (a second process), latency
+#              from each request's due time (tokio's timer adds up to 1 ms)
+#   http_max   the same route under wrk (16 connections, 10 s, closed
+#              loop): the most requests/s the server answers, when wrk is
+#              installed (Debian package wrk)
 #
 # Usage: bench/score.sh     Env: EML_DIR (default /tmp/sa-eml), PEERS_DIR
 # Results: bench/results/score-*.json
@@ -16,7 +22,7 @@ cd "$(dirname "$0")/.."
 EML_DIR="${EML_DIR:-/tmp/sa-eml}"
 PEERS="${PEERS_DIR:-../shared/bench/peers}"
 [ -d "$EML_DIR/test/ham" ] || python3 "$PEERS/export-corpus.py" "$EML_DIR"
-cargo build --release -p mailroom
+cargo build --release -p mailroom -p mailroom-loadgen
 mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 work="$(mktemp -d)"
@@ -29,6 +35,27 @@ MAILROOM_SCORE_MODEL_PATH="$work/none.mrmodel" ./target/release/mailroom score -
 end=$(date +%s.%N)
 mailroom=$(python3 bench/score_eval.py "$work/mailroom.jsonl" "$(python3 -c "print($end - $start)")")
 echo "mailroom: $mailroom"
+
+http_open_loop=$(./target/release/mailroom-loadgen score-load --database-url "sqlite://$work/load.db" \
+  --corpus "$EML_DIR/test" --rate "${HTTP_RATE:-2000}" --seconds 10 2>/dev/null \
+  | python3 -c "import json,sys; print(json.dumps(json.load(sys.stdin)))")
+echo "http_open_loop: $http_open_loop"
+
+http_max='"wrk not installed"'
+if command -v wrk >/dev/null; then
+  key=bench-score-key-0123456789abcdef0123456789abcdef
+  port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+  DATABASE_URL="sqlite://$work/wrk.db" MAILROOM_API_KEYS="$key" LOG_LEVEL=error \
+    MAILROOM_RATE_LIMIT_KEY_PER_SECOND=1000000 MAILROOM_RATE_LIMIT_KEY_BURST=10000000 \
+    ./target/release/mailroom serve --bind "127.0.0.1:$port" 2>/dev/null &
+  server=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
+  ls "$EML_DIR"/test/*/*.eml > "$work/bodies"
+  http_max=$(BODIES="$work/bodies" KEY="$key" wrk -t1 -c16 -d10s -s bench/score-http.lua \
+    "http://127.0.0.1:$port/api/v1/score" | tail -1)
+  kill "$server"; wait "$server" 2>/dev/null || true
+fi
+echo "http_max: $http_max"
 
 peer() { # NAME PROTO PORT
   if (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; then
@@ -44,5 +71,6 @@ echo "rspamd: $rspamd"
 spamassassin='"skipped (BENCH_SA=1 to run)"'
 if [ "${BENCH_SA:-0}" = 1 ]; then spamassassin=$(peer spamassassin spamc "${SPAMD_PORT:-7830}"); fi
 echo "spamassassin: $spamassassin"
-printf '{"mailroom": %s, "rspamd": %s, "spamassassin": %s}\n' "$mailroom" "$rspamd" "$spamassassin" \
+printf '{"mailroom": %s, "http_open_loop": %s, "http_max": %s, "rspamd": %s, "spamassassin": %s}\n' \
+  "$mailroom" "$http_open_loop" "$http_max" "$rspamd" "$spamassassin" \
   | tee "bench/results/score-$stamp.json"

@@ -240,7 +240,7 @@ impl ScoreService {
         let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
         for raw in raws {
             let analysis = self.scorer.analyze(raw, &Envelope::default(), None, now)?;
-            let features = self.scorer.features(&analysis, model.bits());
+            let features = self.scorer.training_features(&analysis, model.bits());
             // A correction counts double: it is a human saying the model
             // was wrong, worth more than one more example of the same.
             model.update(&features, label, 2.0);

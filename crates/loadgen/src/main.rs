@@ -13,6 +13,13 @@
 //! in-memory limiter, and with the Redis limiter; runs alternate so drift of
 //! the machine hits every configuration alike.
 //!
+//! `score-load` offers `POST /api/v1/score` a fixed rate of requests (open
+//! loop: each request is due at its own instant whether or not earlier ones
+//! have been answered), cycling through the messages of a corpus directory,
+//! and reports the rate achieved and latency measured from each request's
+//! due time, so a stalled server cannot hide its queue (no coordinated
+//! omission).
+//!
 //! Loopback only; every loop is bounded in count and time.
 
 use std::{
@@ -44,6 +51,29 @@ struct Cli {
 enum Mode {
     /// Requests/s of a cheap authenticated GET with and without auth + rate limits.
     AuthOverhead(OverheadArgs),
+    /// Latency of POST /api/v1/score at a fixed offered rate (open loop).
+    ScoreLoad(ScoreLoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScoreLoadArgs {
+    #[arg(long, default_value = "target/release/mailroom")]
+    bin: String,
+    /// A fresh database URL (nothing is stored by scoring).
+    #[arg(long)]
+    database_url: String,
+    /// Directory of messages (*.eml, recursive) sent in turn.
+    #[arg(long)]
+    corpus: std::path::PathBuf,
+    /// Requests offered per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// Seconds of measured load (after one second of warm-up at the rate).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests allowed in flight before the run counts the server as overloaded.
+    #[arg(long, default_value_t = 2048)]
+    max_in_flight: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -282,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Mode::AuthOverhead(args)) => auth_overhead(args).await,
+        Some(Mode::ScoreLoad(args)) => score_load(args).await,
         None => ingest(cli.ingest).await,
     }
 }
@@ -328,6 +359,120 @@ async fn hammer(
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
     ))
+}
+
+/// Every `*.eml` under `dir`, read into memory (sorted, so runs repeat).
+fn corpus_files(dir: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut paths = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "eml") {
+                paths.push(path);
+            }
+        }
+    }
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect()
+}
+
+async fn score_load(args: ScoreLoadArgs) -> anyhow::Result<()> {
+    let corpus = Arc::new(corpus_files(&args.corpus)?);
+    if corpus.is_empty() {
+        bail!("no *.eml files under {}", args.corpus.display());
+    }
+    let (server, _) = Server::spawn_with(
+        &args.bin,
+        &args.database_url,
+        &[],
+        &[
+            ("MAILROOM_API_KEYS", BENCH_KEY),
+            ("MAILROOM_RATE_LIMIT_KEY_PER_SECOND", "1000000"),
+            ("MAILROOM_RATE_LIMIT_KEY_BURST", "10000000"),
+        ],
+    )?;
+    let client = client_with_key(BENCH_KEY, args.max_in_flight)?;
+    let url = format!("{}/api/v1/score", server.base);
+    let rate = f64::from(args.rate.max(1));
+    let warm_up = args.rate as usize;
+    let total = warm_up + (rate * args.seconds as f64) as usize;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let cpu_before = server.cpu_seconds();
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    let mut overloaded = 0usize;
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        if in_flight.load(Ordering::Relaxed) >= args.max_in_flight {
+            overloaded += 1;
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (client, url, corpus, in_flight) = (
+            client.clone(),
+            url.clone(),
+            Arc::clone(&corpus),
+            Arc::clone(&in_flight),
+        );
+        tasks.push(tokio::spawn(async move {
+            let body = corpus[i % corpus.len()].clone();
+            let status = match client
+                .post(&url)
+                .header("content-type", "message/rfc822")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    // The whole report is read: the client pays for it too.
+                    let _ = response.bytes().await;
+                    status
+                }
+                Err(_) => 0,
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            (i, status, due.elapsed())
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0usize;
+    for task in tasks {
+        let (i, status, latency) = task.await?;
+        if status != 200 {
+            failures += 1;
+        } else if i >= warm_up {
+            latencies.push(latency);
+        }
+    }
+    let measured_secs = started.elapsed().as_secs_f64() - 1.0;
+    let cpu = server.cpu_seconds() - cpu_before;
+    server.stop()?;
+    latencies.sort();
+    let result = json!({
+        "route": "/api/v1/score",
+        "corpus_messages": corpus.len(),
+        "offered_per_second": args.rate,
+        "seconds": args.seconds,
+        "answered_per_second": latencies.len() as f64 / measured_secs.max(1e-9),
+        "answered": latencies.len(),
+        "failed": failures,
+        "not_sent_overloaded": overloaded,
+        "latency_ms_from_due_time": {"p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
+        "server_cpu_us_per_request": cpu * 1e6 / total.max(1) as f64,
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    if failures > 0 || overloaded > 0 {
+        bail!("{failures} requests failed and {overloaded} were not sent (server overloaded)");
+    }
+    Ok(())
 }
 
 /// A label, the `serve` flags and the environment of one configuration.

@@ -9,6 +9,7 @@ use mailroom::{
     import, keys_cli, score_cli, server,
 };
 use mailroom_app::IngestService;
+use mailroom_score::FtrlParams;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,6 +95,15 @@ enum Command {
         /// Weight of one spam example relative to one ham (default: balances the classes).
         #[arg(long, value_name = "W")]
         spam_weight: Option<f64>,
+        /// FTRL-Proximal learning rate (alpha).
+        #[arg(long, default_value_t = FtrlParams::default().alpha)]
+        alpha: f64,
+        /// FTRL-Proximal L1 strength: higher keeps fewer, stronger weights.
+        #[arg(long, default_value_t = FtrlParams::default().l1)]
+        l1: f64,
+        /// FTRL-Proximal L2 strength.
+        #[arg(long, default_value_t = FtrlParams::default().l2)]
+        l2: f64,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -262,6 +272,9 @@ fn main() -> ExitCode {
             epochs,
             bits,
             spam_weight,
+            alpha,
+            l1,
+            l2,
             quiet,
         } => {
             let options = score_cli::TrainOptions {
@@ -271,6 +284,12 @@ fn main() -> ExitCode {
                 epochs,
                 bits,
                 spam_weight,
+                params: FtrlParams {
+                    alpha,
+                    l1,
+                    l2,
+                    ..FtrlParams::default()
+                },
                 quiet,
             };
             return exit(

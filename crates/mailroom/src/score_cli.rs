@@ -321,6 +321,7 @@ pub struct TrainOptions {
     pub epochs: u32,
     pub bits: u8,
     pub spam_weight: Option<f64>,
+    pub params: FtrlParams,
     pub quiet: bool,
 }
 
@@ -357,7 +358,7 @@ fn featurize(
         move |_, raw| {
             scorer
                 .analyze(raw, &Envelope::default(), None, now)
-                .map(|a| scorer.features(&a, bits))
+                .map(|a| scorer.training_features(&a, bits))
                 .map_err(|e| e.to_string())
         },
         |location, result| {
@@ -374,6 +375,17 @@ fn featurize(
 /// `mailroom train`: a fresh model from labelled folders.
 pub fn train(settings: &ScoreSettings, limit: usize, options: TrainOptions) -> anyhow::Result<()> {
     let started = Instant::now();
+    let params = options.params;
+    if !(params.alpha.is_finite() && params.alpha > 0.0) {
+        anyhow::bail!("--alpha must be a positive number, got {}", params.alpha);
+    }
+    if !(params.l1.is_finite() && params.l1 >= 0.0 && params.l2.is_finite() && params.l2 >= 0.0) {
+        anyhow::bail!(
+            "--l1 and --l2 must be zero or positive, got {} and {}",
+            params.l1,
+            params.l2
+        );
+    }
     let scorer = Arc::new(Scorer::new(settings.rules.clone())?);
     let bar = spinner(options.quiet, "reading");
     let (mut samples, mut skipped) =
@@ -423,7 +435,7 @@ pub fn train(settings: &ScoreSettings, limit: usize, options: TrainOptions) -> a
     let model = mailroom_score::train(
         &samples,
         options.bits,
-        FtrlParams::default(),
+        options.params,
         options.epochs,
         spam_weight,
         &version,

@@ -32,17 +32,44 @@ const SKIP_VALUE_TOKENS: &[&str] = &[
     "in-reply-to",
     "content-length",
     "lines",
-    "x-uidl",
-    "status",
-    "x-status",
-    "x-keywords",
-    // The receiving side: our own mailbox and relays say nothing about
-    // the sender, and a model that learns them learns the corpus, not mail.
+    "return-path",
+];
+
+/// Headers every well-formed message carries: their presence says nothing
+/// (their absence is a symbol of its own, such as MISSING_TO), and a model
+/// that weighs it learns which corpus mailboxes stripped them. A nuisance
+/// (see [`Purpose`]), like the two lists below.
+const EVERY_MESSAGE_HAS: &[&str] = &["received", "to", "from", "subject", "date", "message-id"];
+
+/// Headers the receiving side adds (its MTA, filters, mail store): they
+/// describe the mailbox, not the sender, and a model that learns them
+/// learns one corpus's plumbing, not mail.
+const RECEIVER_SIDE: &[&str] = &[
     "delivered-to",
+    "delivery-date",
     "x-original-to",
     "envelope-to",
     "x-envelope-to",
-    "return-path",
+    "x-virus-scanned",
+    "x-virus-status",
+    "x-scanned-by",
+    "x-filtered-by",
+    "x-status",
+    "x-keywords",
+    "x-uid",
+    "x-uidl",
+    "status",
+    "x-mime-autoconverted",
+    "x-reject",
+    "x-pyzor",
+    "x-dcc-",
+    "x-razor",
+    "x-spam-",
+    "x-mailscanner",
+    "x-amavis",
+    "x-antivirus",
+    "x-sieve",
+    "x-quarantine",
 ];
 
 /// Distinct hashed features of one message, with the token text kept in an
@@ -191,9 +218,52 @@ fn add_text(set: &mut FeatureSet, prefix: &str, bigram_prefix: &str, s: &str, li
     }
 }
 
+/// Headers a mailing-list server adds when it relays a post (RFC 2369 and
+/// 2919 fields, Mailman's and Yahoo Groups' own): they name the channel, not
+/// the author, so spam relayed by a list carries the same ones as the list's
+/// real posts. Bulk mail as such is a symbol (BULK_HEADER), which the model
+/// still sees.
+const LIST_SERVER: &[&str] = &[
+    "list-",
+    "mailing-list",
+    "x-list",
+    "x-beenthere",
+    "x-mailman-version",
+    "x-loop",
+    "precedence",
+    "errors-to",
+    "sender",
+    "x-original-sender",
+    "x-egroups-return",
+    "x-yahoo-profile",
+    "x-apparently-to",
+];
+
+/// Whether `name` is listed in `family`; an entry also covers its family:
+/// `x-spam-` and `x-mailscanner` cover `x-spam-status` and
+/// `x-mailscanner-from`.
+fn in_family(family: &[&str], name: &str) -> bool {
+    family.iter().any(|r| {
+        name.strip_prefix(r)
+            .is_some_and(|rest| rest.is_empty() || r.ends_with('-') || rest.starts_with('-'))
+    })
+}
+
 fn bucket(n: usize) -> String {
     // 0, 1, 2-3, 4-7, ... as the bit length.
     (usize::BITS - n.leading_zeros()).to_string()
+}
+
+/// What the features are for. Training also sees the nuisance headers
+/// (ubiquitous ones, the receiving side's, a list server's), so that the
+/// model has somewhere to put what they carry about the training corpus's
+/// mailboxes; scoring leaves them out, so that none of it reaches a
+/// verdict. Without them in training, that signal would leak into the
+/// content words that co-occur with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Training,
+    Scoring,
 }
 
 /// Every feature of a message, given the symbols that fired on it.
@@ -201,6 +271,7 @@ pub fn extract<'s>(
     mail: &Mail<'_>,
     symbols: impl Iterator<Item = &'s str>,
     bits: u8,
+    purpose: Purpose,
 ) -> FeatureSet {
     let mut set = FeatureSet::new(bits);
     let mut tok = String::new();
@@ -213,7 +284,13 @@ pub fn extract<'s>(
 
     for (name, value) in mail.headers().take(200) {
         let name = name.to_ascii_lowercase();
-        set.push("h:", &name);
+        let scoring = purpose == Purpose::Scoring;
+        if scoring && (in_family(RECEIVER_SIDE, &name) || in_family(LIST_SERVER, &name)) {
+            continue;
+        }
+        if !(scoring && EVERY_MESSAGE_HAS.contains(&name.as_str())) {
+            set.push("h:", &name);
+        }
         if SKIP_VALUE_TOKENS.contains(&name.as_str()) {
             continue;
         }
@@ -315,4 +392,53 @@ pub fn extract<'s>(
     );
     set.finish();
     set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_cover_their_members_and_nothing_else() {
+        assert!(in_family(RECEIVER_SIDE, "x-spam-status"));
+        assert!(in_family(RECEIVER_SIDE, "x-mailscanner-from"));
+        assert!(in_family(RECEIVER_SIDE, "delivered-to"));
+        assert!(!in_family(RECEIVER_SIDE, "x-mailer"));
+        assert!(!in_family(RECEIVER_SIDE, "statuses"));
+        assert!(in_family(LIST_SERVER, "list-unsubscribe"));
+        assert!(in_family(LIST_SERVER, "x-list-id"));
+        assert!(!in_family(LIST_SERVER, "x-listening"));
+        assert!(!in_family(LIST_SERVER, "senders"));
+    }
+
+    #[test]
+    fn nuisance_headers_are_learned_from_but_never_scored() {
+        let raw = b"Delivered-To: me@corpus.example\r\nList-Id: <talk.lists.example>\r\n\
+            From: a@b.example\r\nTo: c@d.example\r\nSubject: hello there\r\n\
+            X-Mailer: Mutt\r\n\r\nbody words here\r\n";
+        let mail = Mail::parse(raw);
+        let tokens = |purpose| {
+            let set = extract(&mail, std::iter::empty(), 20, purpose);
+            (0..set.len())
+                .map(|i| set.token(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let training = tokens(Purpose::Training);
+        let scoring = tokens(Purpose::Scoring);
+        for nuisance in ["h:delivered-to", "h:list-id", "h:to"] {
+            assert!(
+                training.iter().any(|t| t == nuisance),
+                "{nuisance} in training"
+            );
+            assert!(
+                !scoring.iter().any(|t| t == nuisance),
+                "{nuisance} not scored"
+            );
+        }
+        assert!(!scoring.iter().any(|t| t.starts_with("Hlist-id:")));
+        // What the sender wrote is scored: its headers' values and the body.
+        for kept in ["h:x-mailer", "Hx-mailer:mutt", "Hto:c@d.example", "w:words"] {
+            assert!(scoring.iter().any(|t| t == kept), "{kept} scored");
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub mod text;
 use std::time::Instant;
 
 pub use config::{Actions, Lists, ModelPoints, Profile, ScoreConfig};
-pub use features::FeatureSet;
+pub use features::{FeatureSet, Purpose};
 pub use mail::{Envelope, Mail};
 pub use mailroom_domain::{Action, ModelVerdict, ScoreReport, Symbol};
 pub use model::{FtrlParams, Label, Model, ModelInfo};
@@ -114,9 +114,14 @@ impl Scorer {
         })
     }
 
-    /// The model's features for an analysed message.
-    pub fn features(&self, analysis: &Analysis<'_>, bits: u8) -> FeatureSet {
-        features::extract(&analysis.mail, analysis.fired_symbols(), bits)
+    /// The features a model learns from, for an analysed message.
+    pub fn training_features(&self, analysis: &Analysis<'_>, bits: u8) -> FeatureSet {
+        features::extract(
+            &analysis.mail,
+            analysis.fired_symbols(),
+            bits,
+            Purpose::Training,
+        )
     }
 
     /// Scores a raw message. `now_unix` is only used for messages without
@@ -163,7 +168,12 @@ impl Scorer {
         let mut verdict = None;
         let points = &self.config.model;
         if let (Some(model), true) = (model, points.enabled) {
-            let features = self.features(analysis, model.bits());
+            let features = features::extract(
+                &analysis.mail,
+                analysis.fired_symbols(),
+                model.bits(),
+                Purpose::Scoring,
+            );
             let logit = model.logit(&features);
             let probability = sigmoid(logit);
             let known = features.indices().filter(|&i| model.knows(i)).count();

@@ -24,7 +24,7 @@ impl Default for FtrlParams {
         Self {
             alpha: 0.1,
             beta: 1.0,
-            l1: 0.5,
+            l1: 2.0,
             l2: 1.0,
         }
     }

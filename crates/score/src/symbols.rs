@@ -35,6 +35,10 @@ symbols! {
     DISPLAY_NAME_SPOOF = 3.0, "Display name shows an address other than the sender's";
     PROTECTED_DOMAIN_SPOOF = 6.0, "Sender claims a protected domain it does not send from";
     BULK_HEADER = 0.0, "Bulk or mailing-list markers";
+    // sender software and addressing
+    MISSING_MIMEOLE = 1.0, "X-MSMail-Priority without the X-MimeOLE that Outlook adds with it";
+    SUBJ_HAS_UNIQ_ID = 1.0, "Subject ends in a per-recipient id after padding";
+    R_UNDISC_RCPT = 1.0, "Recipients hidden as undisclosed";
     // Received chain
     RCVD_COUNT_ZERO = 0.2, "No Received headers";
     RCVD_HELO_IP_MISMATCH = 1.0, "HELO is an IP literal other than the connecting address";

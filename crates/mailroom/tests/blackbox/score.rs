@@ -422,17 +422,23 @@ fn score_train_and_learn_commands() {
         fs::read(&model).expect("trained")
     );
 
-    let out = run_cli(
-        &db,
-        &[
-            "train",
-            "--ham",
-            ham.to_str().expect("p"),
-            "--spam",
-            dir.join("empty").to_str().expect("p"),
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("both ham and spam"));
+    // Refusals: each must fail and name its cause.
+    let empty = dir.join("empty");
+    let ham_path = ham.to_str().expect("p");
+    for (spam, flag, named) in [
+        (empty.to_str().expect("p"), None, "both ham and spam"),
+        // FTRL strengths that would make no model are refused before any work.
+        (ham_path, Some("--alpha=0"), "--alpha"),
+        (ham_path, Some("--l1=-1"), "--l1"),
+    ] {
+        let mut args = vec!["train", "--ham", ham_path, "--spam", spam];
+        args.extend(flag);
+        let out = run_cli(&db, &args, &[]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(named),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

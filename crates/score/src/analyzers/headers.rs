@@ -104,14 +104,16 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
 
     if let Some((Some(name), address)) = &from {
         let name_lower = name.to_ascii_lowercase();
-        // A display name that is itself an address must be the sender's.
+        // A display name that is itself an address must be at the sender's
+        // domain: "news@example.com" <subscriber@example.com> hides nothing.
         if let Some(shown) = name_lower
             .split(|c: char| {
                 c.is_whitespace() || c == '<' || c == '>' || c == '"' || c == '(' || c == ')'
             })
             .find(|w| w.contains('@') && w.contains('.'))
         {
-            if address.as_deref() != Some(shown) {
+            let shown_domain = domain_of(shown).map(registrable);
+            if shown_domain.is_none() || shown_domain != from_domain {
                 hits.add(
                     DISPLAY_NAME_SPOOF,
                     vec![format!(

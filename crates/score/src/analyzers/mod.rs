@@ -7,6 +7,7 @@ pub mod body;
 pub mod headers;
 pub mod lists;
 pub mod received;
+pub mod sender;
 pub mod urls;
 
 use crate::{config::ScoreConfig, mail::Envelope, Mail};
@@ -59,6 +60,7 @@ impl Hits {
 pub(crate) fn run_all(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
     headers::analyze(ctx, hits);
     received::analyze(ctx, hits);
+    sender::analyze(ctx, hits);
     auth::analyze(ctx, hits);
     body::analyze(ctx, hits);
     urls::analyze(ctx, hits);
