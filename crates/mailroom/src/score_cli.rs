@@ -10,7 +10,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::{BufReader, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex},
     time::Instant,
 };
@@ -43,16 +43,31 @@ impl Source {
             Source::Bytes(l, b) => (l, Ok(b)),
             Source::File(p) => {
                 let location = p.display().to_string();
-                let bytes = match fs::metadata(&p) {
-                    Ok(m) if m.len() > limit as u64 => {
-                        Err(format!("larger than max_message_bytes ({limit})"))
-                    }
-                    _ => fs::read(&p).map_err(|e| format!("unreadable: {e}")),
-                };
-                (location, bytes)
+                (location, read_bounded(&p, limit))
             }
         }
     }
+}
+
+/// The whole file, unless it is larger than `limit`: one open and one
+/// fstat (a directory walk of small files is mostly system calls).
+fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| format!("unreadable: {e}");
+    let file = fs::File::open(path).map_err(unreadable)?;
+    let size = file.metadata().map_err(unreadable)?.len();
+    if size > limit as u64 {
+        return Err(format!("larger than max_message_bytes ({limit})"));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > limit {
+        return Err(format!("larger than max_message_bytes ({limit})"));
+    }
+    Ok(bytes)
 }
 
 /// A source, or where it was and why it could not be read.

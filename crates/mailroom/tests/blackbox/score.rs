@@ -402,6 +402,27 @@ fn score_train_and_learn_commands() {
         "{text}"
     );
 
+    // A file over max_message_bytes is refused by name, not read whole.
+    let big = dir.join("big.eml");
+    fs::write(&big, phish(7).repeat(40)).expect("write");
+    let out = run_cli(
+        &db,
+        &[
+            "score",
+            "--quiet",
+            "--model",
+            model_arg,
+            big.to_str().expect("p"),
+        ],
+        &[("MAILROOM_MAX_MESSAGE_BYTES", "2048")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("larger than max_message_bytes (2048)"),
+        "{text}"
+    );
+
     // learn writes the live model (score.model_path) from the trained one.
     let live = dir.join("live.mrmodel");
     fs::copy(&model, &live).expect("copy");
