@@ -5,13 +5,8 @@
 # on hard-ham-1 ids 1 mod 4; evaluate on the rest. Extra arguments go to
 # `mailroom train` (e.g. --l1 1 --spam-weight 2).
 # Usage: bench/score-holdout.sh [TRAIN FLAGS]   Env: EML_DIR (default /tmp/sa-eml)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-EML_DIR="${EML_DIR:-/tmp/sa-eml}"
-[ -d "$EML_DIR/train/ham" ] || python3 "${PEERS_DIR:-../shared/bench/peers}/export-corpus.py" "$EML_DIR"
+source "$(dirname "$0")/score-lib.sh"
 cargo build --release -p mailroom
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 mkdir -p "$work"/{fit,val}/{ham,spam}
 for label in ham spam; do
   for source in $(ls "$EML_DIR/train/$label" | sed 's/-[0-9]*\.eml$//' | sort -u); do

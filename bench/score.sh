@@ -17,16 +17,10 @@
 #
 # Usage: bench/score.sh     Env: EML_DIR (default /tmp/sa-eml), PEERS_DIR
 # Results: bench/results/score-*.json
-set -euo pipefail
-cd "$(dirname "$0")/.."
-EML_DIR="${EML_DIR:-/tmp/sa-eml}"
-PEERS="${PEERS_DIR:-../shared/bench/peers}"
-[ -d "$EML_DIR/test/ham" ] || python3 "$PEERS/export-corpus.py" "$EML_DIR"
+source "$(dirname "$0")/score-lib.sh"
 cargo build --release -p mailroom -p mailroom-loadgen
 mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 
 # Warm the page cache so the first scorer does not pay for the disk.
 cat "$EML_DIR"/test/*/*.eml > /dev/null
@@ -43,17 +37,11 @@ echo "http_open_loop: $http_open_loop"
 
 http_max='"wrk not installed"'
 if command -v wrk >/dev/null; then
-  key=bench-score-key-0123456789abcdef0123456789abcdef
-  port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-  DATABASE_URL="sqlite://$work/wrk.db" MAILROOM_API_KEYS="$key" LOG_LEVEL=error \
-    MAILROOM_RATE_LIMIT_KEY_PER_SECOND=1000000 MAILROOM_RATE_LIMIT_KEY_BURST=10000000 \
-    ./target/release/mailroom serve --bind "127.0.0.1:$port" 2>/dev/null &
-  server=$!
-  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
+  start_server
   ls "$EML_DIR"/test/*/*.eml > "$work/bodies"
-  http_max=$(BODIES="$work/bodies" KEY="$key" wrk -t1 -c16 -d10s -s bench/score-http.lua \
-    "http://127.0.0.1:$port/api/v1/score" | tail -1)
-  kill "$server"; wait "$server" 2>/dev/null || true
+  http_max=$(BODIES="$work/bodies" KEY="$BENCH_KEY" wrk -t1 -c16 -d10s -s bench/score-http.lua \
+    "$base/api/v1/score" | tail -1)
+  stop_server
 fi
 echo "http_max: $http_max"
 

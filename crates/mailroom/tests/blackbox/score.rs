@@ -327,18 +327,12 @@ fn score_train_and_learn_commands() {
     assert!(model.is_file());
 
     // One JSON line per message, in input order, directories recursive.
-    let out = run_cli(
-        &db,
-        &[
-            "score",
-            "--quiet",
-            "--model",
-            model_arg,
-            ham.to_str().expect("p"),
-            spam.to_str().expect("p"),
-        ],
-        &[],
-    );
+    let score = |paths: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["score", "--quiet", "--model", model_arg];
+        args.extend(paths);
+        run_cli(&db, &args, env)
+    };
+    let out = score(&[ham.to_str().expect("p"), spam.to_str().expect("p")], &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -383,16 +377,8 @@ fn score_train_and_learn_commands() {
     );
 
     // A missing path is reported and fails the run; the rest is scored.
-    let out = run_cli(
-        &db,
-        &[
-            "score",
-            "--quiet",
-            "--model",
-            model_arg,
-            "no-such-dir",
-            spam.join("1.eml").to_str().expect("p"),
-        ],
+    let out = score(
+        &["no-such-dir", spam.join("1.eml").to_str().expect("p")],
         &[],
     );
     assert_eq!(out.status.code(), Some(1));
@@ -405,15 +391,8 @@ fn score_train_and_learn_commands() {
     // A file over max_message_bytes is refused by name, not read whole.
     let big = dir.join("big.eml");
     fs::write(&big, phish(7).repeat(40)).expect("write");
-    let out = run_cli(
-        &db,
-        &[
-            "score",
-            "--quiet",
-            "--model",
-            model_arg,
-            big.to_str().expect("p"),
-        ],
+    let out = score(
+        &[big.to_str().expect("p")],
         &[("MAILROOM_MAX_MESSAGE_BYTES", "2048")],
     );
     assert_eq!(out.status.code(), Some(1));
