@@ -122,7 +122,7 @@ fn is_spelled_out(word: &str) -> bool {
     if !first.is_alphabetic() || !matches!(sep, '-' | '.' | '_' | '*' | '|' | '/' | '~') {
         return false;
     }
-    let mut len = 2;
+    let mut len: usize = 2;
     for (i, c) in chars.take(62).enumerate() {
         let ok = if i % 2 == 0 {
             c.is_alphabetic()
@@ -134,7 +134,10 @@ fn is_spelled_out(word: &str) -> bool {
         }
         len += 1;
     }
-    len >= 7
+    // Up to four dotted letters are an acronym (U.S.A., T.I.P.S., C.E.O.s),
+    // not a disguised word.
+    let acronym = sep == '.' && len.div_ceil(2) <= 4;
+    len >= 7 && !acronym
 }
 
 #[cfg(test)]
@@ -146,5 +149,7 @@ mod tests {
         assert!(!super::is_spelled_out("e-mail"));
         assert!(!super::is_spelled_out("a.b.c"));
         assert!(!super::is_spelled_out("2002-08-22"));
+        assert!(!super::is_spelled_out("T.I.P.S."));
+        assert!(super::is_spelled_out("V.I.A.G.R.A"));
     }
 }

@@ -87,14 +87,20 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         hits.add(MISSING_FROM, vec![]);
     }
 
-    if let (Some(fd), Some(reply)) = (from_domain, mail.reply_to()) {
+    // A mailing list relays posts with its own bounce address and often
+    // points Reply-To at the list (RFC 2369): neither mismatch says anything
+    // about the author there, as rspamd's *_MAILLIST exemptions also hold.
+    let list_mail = ["List-Id", "List-Post", "Mailing-List"]
+        .iter()
+        .any(|h| mail.has_header(h));
+    if let (false, Some(fd), Some(reply)) = (list_mail, from_domain, mail.reply_to()) {
         if let Some(rd) = domain_of(&reply).map(registrable) {
             if rd != fd {
                 hits.add(REPLYTO_DOM_NEQ_FROM_DOM, vec![format!("{fd} → {rd}")]);
             }
         }
     }
-    if let (Some(fd), Some(rp)) = (from_domain, mail.return_path()) {
+    if let (false, Some(fd), Some(rp)) = (list_mail, from_domain, mail.return_path()) {
         if let Some(rd) = domain_of(&rp).map(registrable) {
             if rd != fd {
                 hits.add(FROM_NEQ_RETURN_PATH, vec![format!("{fd} ≠ {rd}")]);

@@ -153,18 +153,28 @@ fn lookalike<'b>(host: &str, brands: &'b [(String, String)]) -> Option<&'b str> 
         return None; // the brand's own domain
     }
     let sub = &host[..host.len().saturating_sub(domain.len())];
-    let sub_labels: Vec<(&str, String)> = sub
-        .split('.')
-        .filter(|l| !l.is_empty())
-        .map(|l| (l, skeleton(l)))
-        .collect();
+    let sub_labels: Vec<&str> = sub.split('.').filter(|l| !l.is_empty()).collect();
+    let sub_skeletons: Vec<String> = sub_labels.iter().map(|l| skeleton(l)).collect();
+    // In the subdomain, the brand's own name counts only when dressed as
+    // its domain (paypal.com.evil.example): a product page such as
+    // outlook.vendor.example names the brand without imitating it. A
+    // confusable spelling of it (paypa1.evil.example) always counts.
+    let dressed_as_domain = |at: usize| {
+        sub_labels
+            .get(at + 1)
+            .is_some_and(|next| matches!(*next, "com" | "net" | "org") || next.len() == 2)
+    };
     for (brand, brand_skeleton) in brands {
         if main_skeleton == *brand_skeleton
             || (brand.len() >= 6 && edit_distance(main, brand, 1) == 1)
             || main.split('-').any(|w| w == brand)
-            || sub_labels
-                .iter()
-                .any(|(l, l_skeleton)| l == brand || l_skeleton == brand_skeleton)
+            || sub_labels.iter().enumerate().any(|(at, l)| {
+                if l == brand {
+                    dressed_as_domain(at)
+                } else {
+                    sub_skeletons[at] == *brand_skeleton
+                }
+            })
         {
             return Some(brand);
         }
@@ -214,5 +224,8 @@ mod tests {
         assert_eq!(lookalike("www.paypal.com", &b), None);
         assert_eq!(lookalike("pineapple.com", &b), None);
         assert_eq!(lookalike("groups.google.com", &b), None);
+        assert_eq!(lookalike("paypa1.evil.example", &b), Some("paypal"));
+        assert_eq!(lookalike("paypal.evil.example", &b), None);
+        assert_eq!(lookalike("paypal.co.uk.evil.example", &b), Some("paypal"));
     }
 }
