@@ -79,7 +79,7 @@ impl Stage for ScoreStage {
         Box::pin(async move {
             let report = self
                 .service
-                .score_blocking(
+                .score_async(
                     Arc::clone(&ctx.raw),
                     Envelope::default(),
                     Some(self.profile.clone()),

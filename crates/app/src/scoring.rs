@@ -177,8 +177,8 @@ impl ScoreService {
             .clone()
     }
 
-    /// Scores on the calling thread (a few tens of microseconds for common
-    /// mail; callers with huge messages use [`Self::score_blocking`]).
+    /// Scores on the calling thread (under 0.1 ms for the median message
+    /// mail; async callers use [`Self::score_async`]).
     pub fn score(
         &self,
         raw: &[u8],
@@ -198,8 +198,9 @@ impl ScoreService {
         Ok(report)
     }
 
-    /// Scores on the blocking pool.
-    pub async fn score_blocking(
+    /// Scores from async code: small messages on the calling worker, large
+    /// ones on the blocking pool.
+    pub async fn score_async(
         self: &Arc<Self>,
         raw: Arc<Vec<u8>>,
         envelope: Envelope,

@@ -107,7 +107,7 @@ pub async fn score(
     let profile = text_param("profile", query.profile, 64)?;
     let envelope = envelope(&headers)?;
     let (_reservation, raw) = read_message(&state, &headers, body, false).await?;
-    let report = state.scoring.score_blocking(raw, envelope, profile).await?;
+    let report = state.scoring.score_async(raw, envelope, profile).await?;
     Ok(Json(report))
 }
 
@@ -189,7 +189,7 @@ pub async fn checkv2(
     let envelope = envelope(&headers)?;
     let (_reservation, raw) = read_message(&state, &headers, body, true).await?;
     let message_id = mailroom_app::header_message_id(&raw);
-    let report = state.scoring.score_blocking(raw, envelope, profile).await?;
+    let report = state.scoring.score_async(raw, envelope, profile).await?;
     let seconds = report.scan_time_us as f64 / 1e6;
     Ok(Json(rspamd_reply(&report, message_id.as_deref(), seconds)))
 }
