@@ -177,8 +177,8 @@ impl ScoreService {
             .clone()
     }
 
-    /// Scores on the calling thread (under 0.1 ms for the median message
-    /// mail; async callers use [`Self::score_async`]).
+    /// Scores on the calling thread (under 0.1 ms for the median message;
+    /// async callers use [`Self::score_async`]).
     pub fn score(
         &self,
         raw: &[u8],
