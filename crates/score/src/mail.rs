@@ -203,6 +203,15 @@ impl<'a> Mail<'a> {
             .flat_map(|m| m.headers_raw())
     }
 
+    /// Relayed by a mailing list (RFC 2369/2919 fields): the list, not the
+    /// author, wrote its envelope sender, its Received chain and often its
+    /// Reply-To.
+    pub fn is_list_mail(&self) -> bool {
+        ["List-Id", "List-Post", "Mailing-List"]
+            .iter()
+            .any(|h| self.has_header(h))
+    }
+
     pub fn has_header(&self, name: &str) -> bool {
         self.headers().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }

@@ -90,9 +90,7 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
     // A mailing list relays posts with its own bounce address and often
     // points Reply-To at the list (RFC 2369): neither mismatch says anything
     // about the author there, as rspamd's *_MAILLIST exemptions also hold.
-    let list_mail = ["List-Id", "List-Post", "Mailing-List"]
-        .iter()
-        .any(|h| mail.has_header(h));
+    let list_mail = mail.is_list_mail();
     if let (false, Some(fd), Some(reply)) = (list_mail, from_domain, mail.reply_to()) {
         if let Some(rd) = domain_of(&reply).map(registrable) {
             if rd != fd {

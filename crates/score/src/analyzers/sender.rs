@@ -1,13 +1,34 @@
 //! Tells of bulk-mailing software rather than a person's mail client: a
-//! header set that claims Outlook but was not written by it, hidden
-//! recipient lists, subjects stamped with a per-recipient id. Each is a
+//! header set that claims Outlook but was not written by it, a free mail
+//! sender that never passed through its provider, raw 8-bit subjects,
+//! hidden recipient lists, subjects stamped with a per-recipient id. Each is a
 //! classic rule of rspamd or SpamAssassin. (Two other classics were tried
 //! and left out: "Re: without In-Reply-To" and "Outlook X-Mailer with a
 //! Message-ID not in Outlook's `$` form" fire on ham nearly as often as on
 //! spam in the training corpus: old clients and relays that rewrite ids.)
 
+use mail_parser::HeaderName;
+
 use super::{Ctx, Hits};
-use crate::symbols::*;
+use crate::{
+    mail::{domain_of, registrable},
+    symbols::*,
+};
+
+/// Free mail providers and the names their own relays carry in Received
+/// headers: mail that claims one of them in From but never passed through
+/// it was forged by bulk software.
+const FREEMAIL_RELAYS: &[(&str, &[&str])] = &[
+    ("hotmail.com", &["hotmail.com", "msn.com", "outlook.com"]),
+    ("msn.com", &["hotmail.com", "msn.com", "outlook.com"]),
+    (
+        "outlook.com",
+        &["hotmail.com", "outlook.com", "protection.outlook.com"],
+    ),
+    ("yahoo.com", &["yahoo.com", "yahoo.net", "yahoodns.net"]),
+    ("aol.com", &["aol.com", "aol.net"]),
+    ("gmail.com", &["google.com", "gmail.com"]),
+];
 
 /// Spaces that pad a subject before a per-recipient id
 /// ("Lower your rate          38273").
@@ -27,6 +48,52 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
     if let Some(subject) = mail.subject() {
         if let Some(id) = padded_id(subject) {
             hits.add(SUBJ_HAS_UNIQ_ID, vec![id.to_string()]);
+        }
+    }
+
+    if let Some(message) = mail.message.as_ref() {
+        // Raw 8-bit bytes in Subject: RFC 2047 encoding skipped, as mail
+        // clients never do.
+        let raw = message.raw_message();
+        let eight_bit = message
+            .headers()
+            .iter()
+            .find(|h| h.name == HeaderName::Subject)
+            .and_then(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
+            .is_some_and(|bytes| bytes.iter().any(|b| !b.is_ascii()));
+        if eight_bit {
+            hits.add(SUBJ_ILLEGAL_CHARS, vec![]);
+        }
+
+        let from_domain = mail
+            .from()
+            .and_then(|(_, address)| address)
+            .and_then(|a| domain_of(&a).map(|d| registrable(d).to_string()));
+        let relays = from_domain.as_deref().and_then(|d| {
+            FREEMAIL_RELAYS
+                .iter()
+                .find(|(provider, _)| *provider == d)
+                .map(|(_, relays)| *relays)
+        });
+        // A list regenerates the Received chain of what it relays.
+        if let (false, Some(relays), Some(domain)) =
+            (mail.is_list_mail(), relays, from_domain.as_deref())
+        {
+            let mut hops = mail
+                .headers()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("Received"))
+                .peekable();
+            let any_hop = hops.peek().is_some();
+            let through_provider = hops.any(|(_, value)| {
+                let value = value.to_ascii_lowercase();
+                relays.iter().any(|r| value.contains(r))
+            });
+            if any_hop && !through_provider {
+                hits.add(
+                    FORGED_FREEMAIL_RCVD,
+                    vec![format!("From {domain}, no {domain} relay")],
+                );
+            }
         }
     }
 
