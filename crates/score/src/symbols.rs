@@ -39,6 +39,8 @@ symbols! {
     MISSING_MIMEOLE = 1.0, "X-MSMail-Priority without the X-MimeOLE that Outlook adds with it";
     SUBJ_HAS_UNIQ_ID = 1.0, "Subject ends in a per-recipient id after padding";
     R_UNDISC_RCPT = 1.0, "Recipients hidden as undisclosed";
+    SUBJ_EXCESS_BASE64 = 1.0, "Plain ASCII subject needlessly base64-encoded";
+    MIME_QP_LONG_LINE = 1.0, "Quoted-printable line longer than RFC 2045 allows";
     SUBJ_ILLEGAL_CHARS = 1.0, "Subject has raw 8-bit characters (no RFC 2047 encoding)";
     FORGED_FREEMAIL_RCVD = 1.5, "From a free mail provider, but no Received hop passed through it";
     // Received chain
