@@ -9,6 +9,8 @@ pub struct HtmlDoc {
     pub text: String,
     pub anchors: Vec<Anchor>,
     pub images: usize,
+    /// An `<html>` tag was seen.
+    pub html_tag: bool,
     /// Characters of text inside hidden elements, and an example.
     pub hidden_chars: usize,
     pub hidden_example: Option<String>,
@@ -117,6 +119,7 @@ pub fn scan(html: &str) -> HtmlDoc {
                 continue;
             }
             "img" => doc.images += 1,
+            "html" => doc.html_tag = true,
             "a" => {
                 if let Some(a) = anchor.take() {
                     if doc.anchors.len() < MAX_ANCHORS {

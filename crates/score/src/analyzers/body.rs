@@ -14,6 +14,9 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         hits.add(MIME_HTML_ONLY, vec![]);
     }
     let html = &mail.html;
+    if mail.has_html_part && !html.html_tag {
+        hits.add(HTML_MIME_NO_HTML_TAG, vec![]);
+    }
     if html.hidden_chars >= 20 {
         hits.add(
             HTML_HIDDEN_TEXT,

@@ -7,7 +7,8 @@
 //! and left out: "Re: without In-Reply-To" and "Outlook X-Mailer with a
 //! Message-ID not in Outlook's `$` form" fire on ham nearly as often as on
 //! spam in the training corpus: old clients and relays that rewrite ids;
-//! so does "Message-ID host without a dot", on half the hard ham.)
+//! so does "Message-ID host without a dot", on half the hard ham, and a
+//! title before the sender's name (Dr., Mr.), on 1.5% of the ham.)
 
 use mail_parser::{Encoding, HeaderName};
 
