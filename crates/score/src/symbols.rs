@@ -59,6 +59,7 @@ symbols! {
     DMARC_POLICY_REJECT = 2.0, "DMARC verdict: fail, policy reject";
     // body and HTML
     MIME_HTML_ONLY = 0.2, "HTML without a text alternative";
+    MIME_BASE64_TEXT = 1.0, "ASCII text part needlessly base64-encoded";
     HTML_MIME_NO_HTML_TAG = 0.5, "HTML part without an <html> tag";
     HTML_HIDDEN_TEXT = 1.5, "HTML hides text (display:none, visibility:hidden)";
     HTML_TINY_TEXT = 1.0, "HTML text in tiny or zero-size font";

@@ -14,6 +14,17 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         hits.add(MIME_HTML_ONLY, vec![]);
     }
     let html = &mail.html;
+    if let Some(message) = mail.message.as_ref() {
+        // Mail clients send plain text as such; base64 for an ASCII text
+        // part hides its words from simple filters.
+        let hidden_text = message.parts.iter().take(64).any(|part| {
+            part.encoding == mail_parser::Encoding::Base64
+                && matches!(&part.body, mail_parser::PartType::Text(t) | mail_parser::PartType::Html(t) if t.is_ascii() && t.len() >= 64)
+        });
+        if hidden_text {
+            hits.add(MIME_BASE64_TEXT, vec![]);
+        }
+    }
     if mail.has_html_part && !html.html_tag {
         hits.add(HTML_MIME_NO_HTML_TAG, vec![]);
     }
