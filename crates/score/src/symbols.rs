@@ -78,6 +78,8 @@ symbols! {
     URL_BRAND_LOOKALIKE = 5.0, "Link to a domain that imitates a known brand";
     URL_SUSPICIOUS_TLD = 1.0, "Link to a top-level domain favoured by spammers";
     URL_REDIRECT_PARAM = 1.0, "Link that redirects to another URL in its query";
+    URL_WEIRD_PORT = 1.0, "Link to a web server on an unusual port";
+    URL_ESCAPED_HOST = 2.0, "Link whose host name is percent-escaped";
     URL_USERINFO = 3.0, "Link with a user name before the host (https://bank.com@evil)";
     // attachments
     ATTACH_EXECUTABLE = 5.0, "Executable attachment";

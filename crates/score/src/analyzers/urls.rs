@@ -44,6 +44,23 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         let Some(host) = parsed.host() else {
             continue;
         };
+        // Web servers for the public listen on 80 and 443 (8080 for some).
+        if let Some(port) = parsed.port().filter(|p| !matches!(p, 80 | 443 | 8080)) {
+            hits.add(
+                URL_WEIRD_PORT,
+                vec![format!("{}:{port}", parsed.host_str().unwrap_or(""))],
+            );
+        }
+        // A percent-escaped host name hides it from the reader and from
+        // filters; the parser has already decoded it.
+        let written_host = url
+            .raw
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+            .unwrap_or("");
+        if written_host.contains('%') {
+            hits.add(URL_ESCAPED_HOST, vec![written_host.to_string()]);
+        }
         let host_str = match &host {
             url::Host::Domain(d) => d.to_ascii_lowercase(),
             url::Host::Ipv4(ip) => {
