@@ -43,9 +43,20 @@ median['messages_per_second_runs'] = [r['messages_per_second'] for r in runs]
 print(json.dumps(median))" "$work"/mailroom-[123].json)
 echo "mailroom: $mailroom"
 
+# A run with failed or unsent requests exits non-zero: its figures still
+# print, marked, and the rest of the benchmark goes on.
 http_open_loop=$(./target/release/mailroom-loadgen score-load --database-url "sqlite://$work/load.db" \
-  --corpus "$EML_DIR/test" --rate "${HTTP_RATE:-2000}" --seconds 10 2>/dev/null \
-  | python3 -c "import json,sys; print(json.dumps(json.load(sys.stdin)))")
+  --model "$work/none.mrmodel" --corpus "$EML_DIR/test" --rate "${HTTP_RATE:-2000}" --seconds 10 \
+  2>"$work/loadgen.err" > "$work/loadgen.json" && echo ok || echo failed)
+http_open_loop=$(python3 -c "
+import json, sys
+try:
+    result = json.load(open(sys.argv[1]))
+except ValueError:
+    result = {}
+if sys.argv[2] != 'ok':
+    result['failed_run'] = open(sys.argv[3]).read().strip()[-300:]
+print(json.dumps(result))" "$work/loadgen.json" "$http_open_loop" "$work/loadgen.err")
 echo "http_open_loop: $http_open_loop"
 
 http_max='"wrk not installed"'

@@ -20,13 +20,13 @@ use std::{
 use mailroom_domain::ScoreReport;
 use mailroom_score::{Envelope, Label, Model, ScoreConfig, ScoreError, Scorer};
 
-/// The model compiled into the binary (trained by
-/// `scripts/train-default-model.sh` on the TRAIN split).
 /// Messages up to this size are scored on the async worker that read
 /// them (measured: under 1 ms at the 99th percentile of the TEST split,
 /// whose median message is 4 KB).
 const INLINE_SCORE_BYTES: usize = 32 * 1024;
 
+/// The model compiled into the binary (trained by
+/// `scripts/train-default-model.sh` on the TRAIN split).
 pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../models/default.mrmodel");
 
 #[derive(Debug, thiserror::Error)]
@@ -185,12 +185,20 @@ impl ScoreService {
         envelope: &Envelope,
         profile: Option<&str>,
     ) -> Result<ScoreReport, ScoringError> {
+        let model = self.model.read().unwrap_or_else(|p| p.into_inner());
+        self.score_with(&model, raw, envelope, profile)
+    }
+
+    fn score_with(
+        &self,
+        model: &Model,
+        raw: &[u8],
+        envelope: &Envelope,
+        profile: Option<&str>,
+    ) -> Result<ScoreReport, ScoringError> {
         let started = Instant::now();
         let analysis = self.scorer.analyze(raw, envelope, profile, now_unix())?;
-        let mut report = {
-            let model = self.model.read().unwrap_or_else(|p| p.into_inner());
-            self.scorer.report(&analysis, Some(&model))
-        };
+        let mut report = self.scorer.report(&analysis, Some(model));
         let elapsed = started.elapsed();
         report.scan_time_us = elapsed.as_micros() as u64;
         metrics::histogram!(mailroom_telemetry::names::MAIL_SCORE_PROCESSING_TIME)
@@ -209,9 +217,18 @@ impl ScoreService {
         // Most mail scores in well under a millisecond: handing it to the
         // blocking pool would cost more (two thread wake-ups) than the
         // work. Only large messages, whose scoring can take milliseconds,
-        // leave the async workers.
+        // leave the async workers, and so does any message while a learn
+        // holds the model (it writes the file under the lock): an async
+        // worker never waits for the lock.
         if raw.len() <= INLINE_SCORE_BYTES {
-            return self.score(&raw, &envelope, profile.as_deref());
+            let model = match self.model.try_read() {
+                Ok(model) => Some(model),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(model) = model {
+                return self.score_with(&model, &raw, &envelope, profile.as_deref());
+            }
         }
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || this.score(&raw, &envelope, profile.as_deref()))

@@ -71,6 +71,10 @@ struct ScoreLoadArgs {
     /// Seconds of measured load (after one second of warm-up at the rate).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The model file the server scores with (score.model_path); a path that
+    /// does not exist means the model compiled into the binary.
+    #[arg(long)]
+    model: Option<String>,
     /// Requests allowed in flight before the run counts the server as overloaded.
     #[arg(long, default_value_t = 2048)]
     max_in_flight: usize,
@@ -387,16 +391,15 @@ async fn score_load(args: ScoreLoadArgs) -> anyhow::Result<()> {
     if corpus.is_empty() {
         bail!("no *.eml files under {}", args.corpus.display());
     }
-    let (server, _) = Server::spawn_with(
-        &args.bin,
-        &args.database_url,
-        &[],
-        &[
-            ("MAILROOM_API_KEYS", BENCH_KEY),
-            ("MAILROOM_RATE_LIMIT_KEY_PER_SECOND", "1000000"),
-            ("MAILROOM_RATE_LIMIT_KEY_BURST", "10000000"),
-        ],
-    )?;
+    let mut env = vec![
+        ("MAILROOM_API_KEYS", BENCH_KEY),
+        ("MAILROOM_RATE_LIMIT_KEY_PER_SECOND", "1000000"),
+        ("MAILROOM_RATE_LIMIT_KEY_BURST", "10000000"),
+    ];
+    if let Some(model) = &args.model {
+        env.push(("MAILROOM_SCORE_MODEL_PATH", model.as_str()));
+    }
+    let (server, _) = Server::spawn_with(&args.bin, &args.database_url, &[], &env)?;
     let client = client_with_key(BENCH_KEY, args.max_in_flight)?;
     let url = format!("{}/api/v1/score", server.base);
     let rate = f64::from(args.rate.max(1));

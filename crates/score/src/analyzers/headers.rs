@@ -1,7 +1,7 @@
 //! Header checks: Date, Message-ID, From/Reply-To/Return-Path consistency,
 //! display-name and protected-domain spoofing, bulk markers, subject shape.
 
-use super::{Ctx, Hits};
+use super::{sender::is_freemail, Ctx, Hits};
 use crate::{
     mail::{domain_of, registrable},
     symbols::*,
@@ -110,14 +110,22 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         let name_lower = name.to_ascii_lowercase();
         // A display name that is itself an address must be at the sender's
         // domain: "news@example.com" <subscriber@example.com> hides nothing.
+        // At a free mail provider anyone has an address, so there it must
+        // be the sender's own.
         if let Some(shown) = name_lower
             .split(|c: char| {
                 c.is_whitespace() || c == '<' || c == '>' || c == '"' || c == '(' || c == ')'
             })
+            .map(|w| w.trim_matches(|c: char| matches!(c, '\'' | ',' | ';' | '.' | ':')))
             .find(|w| w.contains('@') && w.contains('.'))
         {
             let shown_domain = domain_of(shown).map(registrable);
-            if shown_domain.is_none() || shown_domain != from_domain {
+            let same = match shown_domain {
+                Some(d) if is_freemail(d) => address.as_deref() == Some(shown),
+                Some(d) => Some(d) == from_domain,
+                None => false,
+            };
+            if !same {
                 hits.add(
                     DISPLAY_NAME_SPOOF,
                     vec![format!(

@@ -10,7 +10,7 @@
 //! so does "Message-ID host without a dot", on half the hard ham, and a
 //! title before the sender's name (Dr., Mr.), on 1.5% of the ham.)
 
-use mail_parser::{Encoding, HeaderName};
+use mail_parser::{Encoding, HeaderName, Host};
 
 use super::{Ctx, Hits};
 use crate::{
@@ -76,7 +76,8 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
             hits.add(SUBJ_EXCESS_BASE64, vec![subject_raw.to_string()]);
         }
         // RFC 2045 caps encoded lines at 76 characters; mail software
-        // keeps to it, spamware often does not.
+        // keeps to it, spamware often does not. Flagged beyond 78, so that
+        // an encoder that is off by a character or two is not.
         let long_qp = message.parts.iter().take(64).any(|part| {
             part.encoding == Encoding::QuotedPrintable
                 && raw
@@ -104,14 +105,21 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         if let (false, Some(relays), Some(domain)) =
             (mail.is_list_mail(), relays, from_domain.as_deref())
         {
-            let mut hops = mail
-                .headers()
-                .filter(|(name, _)| name.eq_ignore_ascii_case("Received"))
-                .peekable();
+            // Only the hops' host names count (from, its reverse DNS, by):
+            // "envelope-from <x@gmail.com>" or "helo=gmail.com" in a hop's
+            // text is the forger's own claim.
+            let mut hops = message.received_all().take(20).peekable();
             let any_hop = hops.peek().is_some();
-            let through_provider = hops.any(|(_, value)| {
-                let value = value.to_ascii_lowercase();
-                relays.iter().any(|r| value.contains(r))
+            let through_provider = hops.any(|hop| {
+                let names = [
+                    host_name(hop.from.as_ref()),
+                    hop.from_iprev.as_deref(),
+                    host_name(hop.by.as_ref()),
+                ];
+                names
+                    .into_iter()
+                    .flatten()
+                    .any(|name| relays.iter().any(|r| is_within(name, r)))
             });
             if any_hop && !through_provider {
                 hits.add(
@@ -126,6 +134,30 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
     if to.to_ascii_lowercase().contains("undisclosed") {
         hits.add(R_UNDISC_RCPT, vec![to.to_string()]);
     }
+}
+
+fn host_name<'h>(host: Option<&'h Host<'_>>) -> Option<&'h str> {
+    match host {
+        Some(Host::Name(name)) => Some(name.as_ref()),
+        _ => None,
+    }
+}
+
+/// Whether `name` is `domain` or one of its subdomains (case-insensitive).
+fn is_within(name: &str, domain: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name.len() >= domain.len()
+        && name
+            .get(name.len() - domain.len()..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(domain))
+        && (name.len() == domain.len() || name.as_bytes()[name.len() - domain.len() - 1] == b'.')
+}
+
+/// A free mail provider: its addresses belong to anyone.
+pub(crate) fn is_freemail(domain: &str) -> bool {
+    FREEMAIL_RELAYS
+        .iter()
+        .any(|(provider, _)| *provider == domain)
 }
 
 /// The id at the end of a subject padded with spaces before it: a last
@@ -146,6 +178,16 @@ fn padded_id(subject: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::padded_id;
+
+    #[test]
+    fn relays_match_whole_labels() {
+        use super::is_within;
+        assert!(is_within("mx4.hotmail.com", "hotmail.com"));
+        assert!(is_within("HOTMAIL.COM.", "hotmail.com"));
+        assert!(!is_within("nothotmail.com", "hotmail.com"));
+        assert!(!is_within("hotmail.com.evil.example", "hotmail.com"));
+        assert!(!is_within("ü", "hotmail.com"));
+    }
 
     #[test]
     fn padded_ids_are_found_and_ordinary_subjects_are_not() {

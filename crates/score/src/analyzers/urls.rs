@@ -53,10 +53,14 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         }
         // A percent-escaped host name hides it from the reader and from
         // filters; the parser has already decoded it.
+        // The host as written: the authority after any user info, before
+        // any port.
         let written_host = url
             .raw
             .split_once("://")
             .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+            .map(|authority| authority.rsplit('@').next().unwrap_or(""))
+            .map(|host| host.split(':').next().unwrap_or(""))
             .unwrap_or("");
         if written_host.contains('%') {
             hits.add(URL_ESCAPED_HOST, vec![written_host.to_string()]);
@@ -163,13 +167,15 @@ fn redirect_param(parsed: &url::Url, host: &str, hits: &mut Hits) {
 /// as a hyphenated word or leading label of some other domain
 /// (`paypal-secure.com`, `paypal.com.evil.example`).
 fn lookalike<'b>(host: &str, brands: &'b [(String, String)]) -> Option<&'b str> {
+    // A fully qualified name may end in the root's dot (`bank.com.`).
+    let host = host.trim_end_matches('.');
     let domain = registrable(host);
     let main = domain.split('.').next().unwrap_or(domain);
     let main_skeleton = skeleton(main);
     if brands.iter().any(|(brand, _)| main == brand) {
         return None; // the brand's own domain
     }
-    let sub = &host[..host.len().saturating_sub(domain.len())];
+    let sub = host.strip_suffix(domain).unwrap_or("");
     let sub_labels: Vec<&str> = sub.split('.').filter(|l| !l.is_empty()).collect();
     let sub_skeletons: Vec<String> = sub_labels.iter().map(|l| skeleton(l)).collect();
     // In the subdomain, the brand's own name counts only when dressed as
@@ -244,5 +250,8 @@ mod tests {
         assert_eq!(lookalike("paypa1.evil.example", &b), Some("paypal"));
         assert_eq!(lookalike("paypal.evil.example", &b), None);
         assert_eq!(lookalike("paypal.co.uk.evil.example", &b), Some("paypal"));
+        // A trailing root dot on a non-ASCII name must not split a character.
+        assert_eq!(lookalike("ü.de.", &b), None);
+        assert_eq!(lookalike("paypa1.com.", &b), Some("paypal"));
     }
 }
