@@ -140,6 +140,29 @@ proptest! {
     }
 }
 
+/// Hosts in every written form a URL parser accepts (root dot, IDN,
+/// punycode, IP literals) are scored, not a panic.
+#[test]
+fn unusual_link_hosts_are_scored() {
+    for host in [
+        "ü.de.",
+        "paypa1.com.",
+        "xn--pple-43d.com.",
+        "[::1]",
+        "0x7f.1",
+        "a..b",
+        "é.",
+        ".",
+    ] {
+        let raw = message(
+            &format!("{BASE}\nSubject: links\nContent-Type: text/html"),
+            &format!("<a href=\"http://{host}/\">x</a> http://{host}/y"),
+        );
+        let report = report(&raw);
+        assert!(report.score.is_finite(), "{host}");
+    }
+}
+
 #[test]
 fn deep_nesting_and_a_hundred_thousand_links() {
     let mut nested =
