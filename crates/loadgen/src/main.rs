@@ -403,7 +403,7 @@ async fn score_load(args: ScoreLoadArgs) -> anyhow::Result<()> {
     let client = client_with_key(BENCH_KEY, args.max_in_flight)?;
     let url = format!("{}/api/v1/score", server.base);
     let rate = f64::from(args.rate.max(1));
-    let warm_up = args.rate as usize;
+    let warm_up = rate as usize;
     let total = warm_up + (rate * args.seconds as f64) as usize;
     let in_flight = Arc::new(AtomicUsize::new(0));
     let cpu_before = server.cpu_seconds();
@@ -447,6 +447,7 @@ async fn score_load(args: ScoreLoadArgs) -> anyhow::Result<()> {
     }
     let mut latencies = Vec::new();
     let mut failures = 0usize;
+    let sent = tasks.len();
     for task in tasks {
         let (i, status, latency) = task.await?;
         if status != 200 {
@@ -469,7 +470,7 @@ async fn score_load(args: ScoreLoadArgs) -> anyhow::Result<()> {
         "failed": failures,
         "not_sent_overloaded": overloaded,
         "latency_ms_from_due_time": {"p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
-        "server_cpu_us_per_request": cpu * 1e6 / total.max(1) as f64,
+        "server_cpu_us_per_request": cpu * 1e6 / sent.max(1) as f64,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     if failures > 0 || overloaded > 0 {

@@ -54,10 +54,11 @@ impl Source {
 fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let unreadable = |e: std::io::Error| format!("unreadable: {e}");
+    let too_large = || format!("larger than max_message_bytes ({limit})");
     let file = fs::File::open(path).map_err(unreadable)?;
     let size = file.metadata().map_err(unreadable)?.len();
     if size > limit as u64 {
-        return Err(format!("larger than max_message_bytes ({limit})"));
+        return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(size as usize);
     // Bounded even if the file grows while it is read.
@@ -65,7 +66,7 @@ fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
     if bytes.len() > limit {
-        return Err(format!("larger than max_message_bytes ({limit})"));
+        return Err(too_large());
     }
     Ok(bytes)
 }

@@ -266,6 +266,19 @@ pub fn domain_of(address: &str) -> Option<&str> {
         .filter(|d| !d.is_empty())
 }
 
+/// Whether host `name` is `domain` or one of its subdomains, ignoring case
+/// and a trailing root dot (`mx4.hotmail.com` is within `hotmail.com`,
+/// `nothotmail.com` is not).
+pub fn is_within(name: &str, domain: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    let Some(split) = name.len().checked_sub(domain.len()) else {
+        return false;
+    };
+    name.get(split..)
+        .is_some_and(|tail| tail.eq_ignore_ascii_case(domain))
+        && (split == 0 || name.as_bytes()[split - 1] == b'.')
+}
+
 /// Registrable domain, approximated without a public-suffix download: the
 /// last two labels, or three under common two-level suffixes (co.uk, com.au).
 pub fn registrable(host: &str) -> &str {

@@ -3,7 +3,7 @@
 
 use super::{sender::is_freemail, Ctx, Hits};
 use crate::{
-    mail::{domain_of, registrable},
+    mail::{domain_of, is_within, registrable},
     symbols::*,
     text::skeleton,
 };
@@ -138,8 +138,7 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         let actual = address.as_deref().and_then(domain_of).unwrap_or("");
         for protected in &ctx.config.protected_domains {
             let p = protected.to_ascii_lowercase();
-            let inside = actual == p || actual.ends_with(&format!(".{p}"));
-            if !inside && name_lower.contains(&p) {
+            if !is_within(actual, &p) && name_lower.contains(&p) {
                 hits.add(
                     PROTECTED_DOMAIN_SPOOF,
                     vec![format!("display name claims {p}, sent from {actual}")],

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 use mail_parser::HeaderName;
 
 use super::{Ctx, Hits};
-use crate::{mail::domain_of, symbols::*};
+use crate::{
+    mail::{domain_of, is_within},
+    symbols::*,
+};
 
 /// `192.0.2.1`, `2001:db8::/32`, `10.0.0.0/8`.
 pub fn parse_net(s: &str) -> Option<(IpAddr, u8)> {
@@ -78,13 +81,7 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
                 return Some(s.clone());
             }
             let d = domain_of(s)?;
-            domains
-                .iter()
-                .find(|x| {
-                    let x = x.to_ascii_lowercase();
-                    d == x || d.ends_with(&format!(".{x}"))
-                })
-                .map(|_| s.clone())
+            domains.iter().find(|x| is_within(d, x)).map(|_| s.clone())
         })
     };
     if let Some(s) = matches(&lists.block_addresses, &lists.block_domains) {

@@ -14,7 +14,7 @@ use mail_parser::{Encoding, HeaderName, Host};
 
 use super::{Ctx, Hits};
 use crate::{
-    mail::{domain_of, registrable},
+    mail::{domain_of, is_within, registrable},
     symbols::*,
 };
 
@@ -39,9 +39,9 @@ const ID_PADDING: usize = 3;
 
 pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
     let mail = ctx.mail;
-    if mail.message.is_none() {
+    let Some(message) = mail.message.as_ref() else {
         return;
-    }
+    };
 
     // Outlook sets X-MSMail-Priority together with X-MimeOLE.
     if mail.has_header("X-MSMail-Priority") && !mail.has_header("X-MimeOLE") {
@@ -54,79 +54,72 @@ pub(crate) fn analyze(ctx: &Ctx<'_, '_>, hits: &mut Hits) {
         }
     }
 
-    if let Some(message) = mail.message.as_ref() {
-        // Raw 8-bit bytes in Subject: RFC 2047 encoding skipped, as mail
-        // clients never do.
-        let raw = message.raw_message();
-        let eight_bit = message
-            .headers()
-            .iter()
-            .find(|h| h.name == HeaderName::Subject)
-            .and_then(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
-            .is_some_and(|bytes| bytes.iter().any(|b| !b.is_ascii()));
-        if eight_bit {
-            hits.add(SUBJ_ILLEGAL_CHARS, vec![]);
-        }
-        // Base64 for a plain ASCII subject hides its words from filters;
-        // mail clients only encode what needs it.
-        let subject_raw = mail.header_raw("Subject").unwrap_or("");
-        if subject_raw.to_ascii_lowercase().contains("?b?")
-            && mail.subject().is_some_and(|s| s.is_ascii() && s.len() >= 4)
-        {
-            hits.add(SUBJ_EXCESS_BASE64, vec![subject_raw.to_string()]);
-        }
-        // RFC 2045 caps encoded lines at 76 characters; mail software
-        // keeps to it, spamware often does not. Flagged beyond 78, so that
-        // an encoder that is off by a character or two is not.
-        let long_qp = message.parts.iter().take(64).any(|part| {
-            part.encoding == Encoding::QuotedPrintable
-                && raw
-                    .get(part.offset_body as usize..part.offset_end as usize)
-                    .is_some_and(|body| {
-                        body.split(|&b| b == b'\n')
-                            .any(|line| line.strip_suffix(b"\r").unwrap_or(line).len() > 78)
-                    })
-        });
-        if long_qp {
-            hits.add(MIME_QP_LONG_LINE, vec![]);
-        }
+    // Raw 8-bit bytes in Subject: RFC 2047 encoding skipped, as mail
+    // clients never do.
+    let raw = message.raw_message();
+    let eight_bit = message
+        .headers()
+        .iter()
+        .find(|h| h.name == HeaderName::Subject)
+        .and_then(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
+        .is_some_and(|bytes| bytes.iter().any(|b| !b.is_ascii()));
+    if eight_bit {
+        hits.add(SUBJ_ILLEGAL_CHARS, vec![]);
+    }
+    // Base64 for a plain ASCII subject hides its words from filters;
+    // mail clients only encode what needs it.
+    let subject_raw = mail.header_raw("Subject").unwrap_or("");
+    if subject_raw.to_ascii_lowercase().contains("?b?")
+        && mail.subject().is_some_and(|s| s.is_ascii() && s.len() >= 4)
+    {
+        hits.add(SUBJ_EXCESS_BASE64, vec![subject_raw.to_string()]);
+    }
+    // RFC 2045 caps encoded lines at 76 characters; mail software
+    // keeps to it, spamware often does not. Flagged beyond 78, so that
+    // an encoder that is off by a character or two is not.
+    let long_qp = message.parts.iter().take(64).any(|part| {
+        part.encoding == Encoding::QuotedPrintable
+            && raw
+                .get(part.offset_body as usize..part.offset_end as usize)
+                .is_some_and(|body| {
+                    body.split(|&b| b == b'\n')
+                        .any(|line| line.strip_suffix(b"\r").unwrap_or(line).len() > 78)
+                })
+    });
+    if long_qp {
+        hits.add(MIME_QP_LONG_LINE, vec![]);
+    }
 
-        let from_domain = mail
-            .from()
-            .and_then(|(_, address)| address)
-            .and_then(|a| domain_of(&a).map(|d| registrable(d).to_string()));
-        let relays = from_domain.as_deref().and_then(|d| {
-            FREEMAIL_RELAYS
-                .iter()
-                .find(|(provider, _)| *provider == d)
-                .map(|(_, relays)| *relays)
+    let from_domain = mail
+        .from()
+        .and_then(|(_, address)| address)
+        .and_then(|a| domain_of(&a).map(|d| registrable(d).to_string()));
+    let relays = from_domain.as_deref().and_then(freemail_relays);
+    // A list regenerates the Received chain of what it relays.
+    if let (false, Some(relays), Some(domain)) =
+        (mail.is_list_mail(), relays, from_domain.as_deref())
+    {
+        // Only the hops' host names count (from, its reverse DNS, by):
+        // "envelope-from <x@gmail.com>" or "helo=gmail.com" in a hop's
+        // text is the forger's own claim.
+        let mut hops = message.received_all().take(20).peekable();
+        let any_hop = hops.peek().is_some();
+        let through_provider = hops.any(|hop| {
+            let names = [
+                host_name(hop.from.as_ref()),
+                hop.from_iprev.as_deref(),
+                host_name(hop.by.as_ref()),
+            ];
+            names
+                .into_iter()
+                .flatten()
+                .any(|name| relays.iter().any(|r| is_within(name, r)))
         });
-        // A list regenerates the Received chain of what it relays.
-        if let (false, Some(relays), Some(domain)) =
-            (mail.is_list_mail(), relays, from_domain.as_deref())
-        {
-            // Only the hops' host names count (from, its reverse DNS, by):
-            // "envelope-from <x@gmail.com>" or "helo=gmail.com" in a hop's
-            // text is the forger's own claim.
-            let mut hops = message.received_all().take(20).peekable();
-            let any_hop = hops.peek().is_some();
-            let through_provider = hops.any(|hop| {
-                let names = [
-                    host_name(hop.from.as_ref()),
-                    hop.from_iprev.as_deref(),
-                    host_name(hop.by.as_ref()),
-                ];
-                names
-                    .into_iter()
-                    .flatten()
-                    .any(|name| relays.iter().any(|r| is_within(name, r)))
-            });
-            if any_hop && !through_provider {
-                hits.add(
-                    FORGED_FREEMAIL_RCVD,
-                    vec![format!("From {domain}, no {domain} relay")],
-                );
-            }
+        if any_hop && !through_provider {
+            hits.add(
+                FORGED_FREEMAIL_RCVD,
+                vec![format!("From {domain}, no {domain} relay")],
+            );
         }
     }
 
@@ -143,21 +136,17 @@ fn host_name<'h>(host: Option<&'h Host<'_>>) -> Option<&'h str> {
     }
 }
 
-/// Whether `name` is `domain` or one of its subdomains (case-insensitive).
-fn is_within(name: &str, domain: &str) -> bool {
-    let name = name.trim_end_matches('.');
-    name.len() >= domain.len()
-        && name
-            .get(name.len() - domain.len()..)
-            .is_some_and(|tail| tail.eq_ignore_ascii_case(domain))
-        && (name.len() == domain.len() || name.as_bytes()[name.len() - domain.len() - 1] == b'.')
+/// The relays of a free mail provider, if `domain` is one.
+fn freemail_relays(domain: &str) -> Option<&'static [&'static str]> {
+    FREEMAIL_RELAYS
+        .iter()
+        .find(|(provider, _)| *provider == domain)
+        .map(|(_, relays)| *relays)
 }
 
 /// A free mail provider: its addresses belong to anyone.
 pub(crate) fn is_freemail(domain: &str) -> bool {
-    FREEMAIL_RELAYS
-        .iter()
-        .any(|(provider, _)| *provider == domain)
+    freemail_relays(domain).is_some()
 }
 
 /// The id at the end of a subject padded with spaces before it: a last
@@ -181,7 +170,7 @@ mod tests {
 
     #[test]
     fn relays_match_whole_labels() {
-        use super::is_within;
+        use crate::mail::is_within;
         assert!(is_within("mx4.hotmail.com", "hotmail.com"));
         assert!(is_within("HOTMAIL.COM.", "hotmail.com"));
         assert!(!is_within("nothotmail.com", "hotmail.com"));
