@@ -13,6 +13,7 @@ use crate::{clock::now_ms, IngestError};
 pub enum Source {
     Api,
     Import,
+    Mcp,
 }
 
 impl Source {
@@ -20,6 +21,7 @@ impl Source {
         match self {
             Source::Api => "api",
             Source::Import => "import",
+            Source::Mcp => "mcp",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Use cases of mailroom, independent of any transport: ingest a message,
 //! process queued jobs through the pipeline of stages, report status,
-//! re-queue failed work. HTTP, CLI and (later) MCP and mailbox sources call
+//! re-queue failed work, read messages. HTTP, CLI, MCP and (later) mailbox sources call
 //! into this crate; they never touch the store or the queue directly for
 //! anything that carries a rule.
 //!
@@ -13,6 +13,8 @@ mod error;
 mod ingest;
 mod keys;
 mod pipeline;
+pub mod query;
+mod requeue;
 mod reseal;
 mod scoring;
 mod status;
@@ -20,6 +22,7 @@ mod worker;
 
 pub use audit::{actions, Actor, AuditLog};
 pub use keys::{AuthFailure, IssuedKey, KeyError, KeyInfo, KeyService, Principal, CACHE_TTL};
+pub use requeue::requeue_and_wake;
 pub use reseal::{
     reseal_all, ResealProgress, ResealSummary, KEYRING_REPORT_EVERY, KEYRING_REPORT_STALE,
 };
@@ -31,6 +34,8 @@ pub use pipeline::{
     FaultInjectionStage, ParseStage, Pipeline, PipelineRun, ScoreStage, Stage, StageContext,
     StageError, StageFuture,
 };
-pub use scoring::{load_model, now_unix, save_model, ScoreService, ScoringError, DEFAULT_MODEL};
+pub use scoring::{
+    learned_json, load_model, now_unix, save_model, ScoreService, ScoringError, DEFAULT_MODEL,
+};
 pub use status::{ProcessStatus, ProcessingStatsView, WorkersView};
 pub use worker::{WorkerConfig, WorkerPool, WorkerState};

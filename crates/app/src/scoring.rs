@@ -298,3 +298,16 @@ impl ScoreService {
         Ok(true)
     }
 }
+
+/// The answer to a learn request, the same over REST and MCP.
+pub fn learned_json(label: Label, info: &mailroom_score::ModelInfo) -> serde_json::Value {
+    serde_json::json!({
+        "learned": label.as_str(),
+        "model": {
+            "version": info.version,
+            "trained_ham": info.trained_ham,
+            "trained_spam": info.trained_spam,
+            "online_updates": info.online_updates,
+        }
+    })
+}

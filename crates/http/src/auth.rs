@@ -25,7 +25,7 @@ use axum::{
 };
 use mailroom_app::{actions, Actor, AuditLog, AuthFailure, Principal};
 use mailroom_ratelimit::{ip_bucket, BucketScope, Decision};
-use mailroom_security::{ApiKeySecret, Scope, PUBLIC_PREFIX_LEN};
+use mailroom_security::{ApiKeySecret, Scope, Scopes, PUBLIC_PREFIX_LEN};
 use mailroom_telemetry::names;
 use serde_json::json;
 
@@ -61,7 +61,41 @@ impl Caller {
 
 /// The middleware. Needs `ConnectInfo<SocketAddr>` on the request (the
 /// server inserts it; tests without a socket count as 127.0.0.1).
-pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // A refused MCP client is told where the protected-resource metadata
+    // is (RFC 9728 §5.1), so it can discover how to authenticate.
+    let metadata = (request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str())
+        == Some(crate::routes::MCP_PATH))
+    .then(|| crate::routes::resource_metadata_url(&state, request.headers()));
+    let mut response = check(state, request, next).await;
+    if let Some(url) = metadata {
+        if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+            let challenge = response
+                .headers()
+                .get(axum::http::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("Bearer realm=\"mailroom\"")
+                .replacen(
+                    "Bearer realm=\"mailroom\"",
+                    &format!(
+                        "Bearer realm=\"mailroom\", resource_metadata=\"{url}\", scope=\"read\""
+                    ),
+                    1,
+                );
+            if let Ok(value) = axum::http::HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, value);
+            }
+        }
+    }
+    response
+}
+
+async fn check(state: AppState, mut request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -93,10 +127,17 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         if let Some(refusal) = refusal(&decision, "this address") {
             return with_limit_headers(refusal.into_response(), decision.as_ref());
         }
-        request.extensions_mut().insert(Caller {
+        let caller = Caller {
             principal: None,
             ip,
-        });
+        };
+        // Insecure mode opens everything; otherwise an open route grants
+        // nothing.
+        if !state.security.auth_required {
+            request.extensions_mut().insert(Scopes::admin());
+        }
+        request.extensions_mut().insert(caller.actor());
+        request.extensions_mut().insert(caller);
         return with_limit_headers(next.run(request).await, decision.as_ref());
     };
 
@@ -169,10 +210,15 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     if let Some(refusal) = refusal(&decision, "this API key") {
         return with_limit_headers(refusal.into_response(), decision.as_ref());
     }
-    request.extensions_mut().insert(Caller {
+    // The MCP server reads the scopes (which tools a key sees) and the
+    // actor (audit) without knowing this crate's types.
+    request.extensions_mut().insert(principal.scopes);
+    let caller = Caller {
         principal: Some(principal),
         ip,
-    });
+    };
+    request.extensions_mut().insert(caller.actor());
+    request.extensions_mut().insert(caller);
     with_limit_headers(next.run(request).await, decision.as_ref())
 }
 

@@ -22,6 +22,6 @@ mod state;
 
 pub use auth::Caller;
 pub use error::ApiError;
-pub use routes::router;
+pub use routes::{router, router_with, MCP_PATH};
 pub use serve::{serve, ServeLimits};
 pub use state::{AppState, SecuritySettings};

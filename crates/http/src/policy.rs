@@ -53,6 +53,18 @@ pub fn of(method: &Method, route: Option<&str>) -> RoutePolicy {
             access: Access::Open,
             cost: 1,
         },
+        // How to authenticate to the MCP endpoint: public by design.
+        (
+            "GET",
+            "/.well-known/oauth-protected-resource" | "/.well-known/oauth-protected-resource/mcp",
+        ) => RoutePolicy {
+            access: Access::Open,
+            cost: 1,
+        },
+        // Any key may connect; each tool then needs its own scope (a read
+        // key sees only read-only tools). Every message costs a token, so
+        // tool calls are rate-limited like REST calls.
+        ("POST" | "GET" | "DELETE", "/mcp") => needs(Read, 1),
         ("GET", "/health/detailed" | "/metrics") => RoutePolicy {
             access: Access::Ops,
             cost: 1,

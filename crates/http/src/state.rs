@@ -41,6 +41,9 @@ pub struct SecuritySettings {
     pub request_timeout: Duration,
     /// Browser origins allowed by CORS (empty: CORS closed).
     pub cors_allowed_origins: Vec<String>,
+    /// The base URL clients reach the server at, when a proxy makes the
+    /// Host header wrong (used in the MCP metadata and its 401 challenge).
+    pub public_url: Option<String>,
 }
 
 impl Default for SecuritySettings {
@@ -52,6 +55,7 @@ impl Default for SecuritySettings {
             auth_failure_cost: 10,
             request_timeout: Duration::from_secs(90),
             cors_allowed_origins: Vec::new(),
+            public_url: None,
         }
     }
 }

@@ -141,6 +141,60 @@ pub const KEYS: &[Key] = &[
         help: "settings profile the pipeline scores with ([score.profiles.NAME])",
     },
     Key {
+        name: "mcp.enabled",
+        aliases: &[],
+        default: Some("true"),
+        help: "serve MCP (Streamable HTTP) at /mcp on the API server",
+    },
+    Key {
+        name: "mcp.toolsets",
+        aliases: &["MAILROOM_TOOLSETS"],
+        default: Some("all"),
+        help: "MCP toolsets offered: all or a comma-separated list (email, score); unknown names fail start-up",
+    },
+    Key {
+        name: "mcp.read_only",
+        aliases: &[],
+        default: Some("false"),
+        help: "offer only MCP tools that change nothing (flag --read-only)",
+    },
+    Key {
+        name: "mcp.allowed_hosts",
+        aliases: &[],
+        default: Some(""),
+        help: "Host header values /mcp accepts, comma-separated names or host:port (default: localhost, 127.0.0.1, ::1 and the bind address)",
+    },
+    Key {
+        name: "mcp.allowed_origins",
+        aliases: &[],
+        default: Some(""),
+        help: "browser origins /mcp accepts, e.g. https://app.example.com:443 (any other Origin gets 403; default: this server's own loopback origins)",
+    },
+    Key {
+        name: "mcp.max_sessions",
+        aliases: &[],
+        default: Some("100"),
+        help: "legacy (2025-11-25) MCP sessions open at most; past it, initialize gets 503",
+    },
+    Key {
+        name: "mcp.session_idle_seconds",
+        aliases: &[],
+        default: Some("300"),
+        help: "a legacy MCP session idle this long is closed",
+    },
+    Key {
+        name: "mcp.max_request_bytes",
+        aliases: &[],
+        default: Some("37748736"),
+        help: "largest MCP request body (36 MiB: a 25 MiB message, base64-encoded, fits)",
+    },
+    Key {
+        name: "http.public_url",
+        aliases: &[],
+        default: None,
+        help: "base URL clients reach the server at, when a proxy changes the Host (used in MCP auth metadata)",
+    },
+    Key {
         name: "fault_injection",
         aliases: &[],
         default: Some("false"),
@@ -597,6 +651,7 @@ impl Layers {
             fault_injection: r.parse::<bool>("fault_injection", "true or false"),
             security: resolve_security(&mut r),
             score: self.resolve_score(&mut r),
+            mcp: resolve_mcp(&mut r),
         };
         if let (Some(one), Some(all)) = (config.max_message_bytes, config.max_inflight_bytes) {
             if all < one {
@@ -691,6 +746,77 @@ pub struct SecurityConfig {
     pub data_keys: DataKeySource,
 }
 
+/// A browser origin as written in configuration: scheme and host (and
+/// port), no path.
+fn is_origin(origin: &str) -> bool {
+    (origin.starts_with("https://") || origin.starts_with("http://"))
+        && !origin.ends_with('/')
+        && axum::http::HeaderValue::from_str(origin).is_ok()
+}
+
+/// The MCP server's settings (`[mcp]`).
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    pub enabled: bool,
+    pub tools: mailroom_mcp::ToolSelection,
+    /// Empty: the loopback names and the bind address.
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_sessions: usize,
+    pub session_idle: Duration,
+    pub max_request_bytes: usize,
+    pub public_url: Option<String>,
+}
+
+fn resolve_mcp(r: &mut Resolver<'_>) -> Option<McpConfig> {
+    let enabled = r.parse::<bool>("mcp.enabled", "true or false");
+    let read_only = r.parse::<bool>("mcp.read_only", "true or false");
+    let spec = r.string("mcp.toolsets").unwrap_or_else(|| "all".into());
+    let tools = match mailroom_mcp::ToolSelection::parse(&spec, read_only.unwrap_or(false)) {
+        Ok(tools) => Some(tools),
+        Err(e) => {
+            r.problem("mcp.toolsets", e.to_string());
+            None
+        }
+    };
+    let allowed_hosts = r.list("mcp.allowed_hosts");
+    let allowed_origins = r.list("mcp.allowed_origins");
+    for origin in &allowed_origins {
+        if !is_origin(origin) {
+            r.problem(
+                "mcp.allowed_origins",
+                format!("`{origin}` is not an origin such as https://app.example.com:443"),
+            );
+        }
+    }
+    let public_url = r.string("http.public_url");
+    if let Some(url) = &public_url {
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
+        if !ok {
+            r.problem(
+                "http.public_url",
+                format!("`{url}` is not an http(s) URL such as https://mail.example.com"),
+            );
+        }
+    }
+    // Every setting is checked before any is given up on, so all
+    // problems are reported at once.
+    let max_sessions = r.ranged("mcp.max_sessions", 1, 100_000);
+    let session_idle = r.ranged("mcp.session_idle_seconds", 1, 86_400);
+    let max_request_bytes = r.ranged("mcp.max_request_bytes", 1024, 1 << 30);
+    Some(McpConfig {
+        enabled: enabled?,
+        tools: tools?,
+        allowed_hosts,
+        allowed_origins,
+        max_sessions: max_sessions? as usize,
+        session_idle: Duration::from_secs(session_idle?),
+        max_request_bytes: max_request_bytes? as usize,
+        public_url,
+    })
+}
+
 fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
     let switch = |r: &mut Resolver<'_>, key: &str| {
         r.string(key).and_then(|v| match v.as_str() {
@@ -703,18 +829,8 @@ fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
             }
         })
     };
-    let list = |r: &mut Resolver<'_>, key: &str| -> Vec<String> {
-        r.string(key)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let mut trusted_proxies = Vec::new();
-    for item in list(r, "http.trusted_proxies") {
+    for item in r.list("http.trusted_proxies") {
         let parsed = item
             .parse::<IpNet>()
             .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from));
@@ -726,12 +842,9 @@ fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
             ),
         }
     }
-    let cors_allowed_origins = list(r, "http.cors_allowed_origins");
+    let cors_allowed_origins = r.list("http.cors_allowed_origins");
     for origin in &cors_allowed_origins {
-        let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
-            && !origin.ends_with('/')
-            && axum::http::HeaderValue::from_str(origin).is_ok();
-        if !ok {
+        if !is_origin(origin) {
             r.problem(
                 "http.cors_allowed_origins",
                 format!("`{origin}` is not an origin such as https://app.example.com"),
@@ -969,6 +1082,18 @@ impl Resolver<'_> {
         });
     }
 
+    /// A comma-separated list; blank items dropped.
+    fn list(&mut self, key: &str) -> Vec<String> {
+        self.string(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn string(&mut self, key: &str) -> Option<String> {
         self.layers
             .get(key)
@@ -1029,6 +1154,7 @@ struct PartialConfig {
     fault_injection: Option<bool>,
     security: Option<SecurityConfig>,
     score: Option<ScoreSettings>,
+    mcp: Option<McpConfig>,
 }
 
 /// Scoring: the rules and the live model file.
@@ -1061,6 +1187,7 @@ pub struct Config {
     pub fault_injection: bool,
     pub security: SecurityConfig,
     pub score: ScoreSettings,
+    pub mcp: McpConfig,
     /// Every setting, secrets masked: compared between starts to audit
     /// configuration changes.
     pub fingerprint: BTreeMap<String, String>,
@@ -1086,6 +1213,7 @@ impl PartialConfig {
             fault_injection: self.fault_injection?,
             security: self.security?,
             score: self.score?,
+            mcp: self.mcp?,
             fingerprint: BTreeMap::new(),
         })
     }

@@ -44,6 +44,13 @@ enum Command {
         /// Serve every route without an API key. Never on a shared network.
         #[arg(long)]
         insecure_no_auth: bool,
+        #[command(flatten)]
+        mcp: McpFlags,
+    },
+    /// Serve MCP on stdin/stdout (for AI agents that start mailroom themselves).
+    Mcp {
+        #[command(flatten)]
+        mcp: McpFlags,
     },
     /// API keys (create, list, revoke, rotate) and data keys (generate, rotate).
     Keys {
@@ -125,6 +132,26 @@ enum Command {
     },
 }
 
+/// The MCP tools offered (over `/mcp` with `serve`, on stdio with `mcp`).
+#[derive(Debug, clap::Args)]
+struct McpFlags {
+    /// MCP toolsets: all, or a comma-separated list (email, score) (env MAILROOM_TOOLSETS).
+    #[arg(long, value_name = "LIST")]
+    toolsets: Option<String>,
+    /// Offer only the MCP tools that change nothing.
+    #[arg(long)]
+    read_only: bool,
+}
+
+impl McpFlags {
+    fn apply(&self, layers: &mut Layers) {
+        layers.set_flag("mcp.toolsets", "--toolsets", self.toolsets.clone());
+        if self.read_only {
+            layers.set_flag("mcp.read_only", "--read-only", Some("true".into()));
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Issue a key; prints it once on stdout (its description on stderr).
@@ -182,12 +209,17 @@ fn main() -> ExitCode {
     });
     layers.set_flag("database_url", "--database-url", cli.database_url.clone());
     layers.set_flag("log_format", "--log-format", cli.log_format.clone());
+    if let Command::Mcp { mcp } = &cli.command {
+        mcp.apply(&mut layers);
+    }
     if let Command::Serve {
         bind,
         workers,
         insecure_no_auth,
+        mcp,
     } = &cli.command
     {
+        mcp.apply(&mut layers);
         layers.set_flag("bind", "--bind", bind.clone());
         layers.set_flag("workers", "--workers", workers.clone());
         if *insecure_no_auth {
@@ -428,6 +460,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Serve { .. } => {
             let app = server::Application::build(config).await?;
             app.run_until_stopped(server::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp { .. } => {
+            server::run_stdio(config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

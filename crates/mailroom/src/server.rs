@@ -15,6 +15,7 @@ use mailroom_app::{
     WorkerConfig, WorkerPool, WorkerState,
 };
 use mailroom_http::{AppState, SecuritySettings, ServeLimits};
+use mailroom_mcp::{MailroomMcp, McpContext, McpHttpSettings};
 use mailroom_ratelimit::{LimiterConfig, RateLimiter};
 use mailroom_security::{DataKey, Keyring};
 use mailroom_store::{Store, StoreOptions};
@@ -83,6 +84,8 @@ pub struct Application {
     state: AppState,
     store: Store,
     pool: WorkerPool,
+    /// What the `/mcp` endpoint serves.
+    mcp: McpContext,
     config: Config,
 }
 
@@ -132,55 +135,18 @@ impl Application {
                 None
             }
         };
-        let wake = Arc::new(Notify::new());
-        let workers = Arc::new(WorkerState::default());
-        let scoring = Arc::new(
-            ScoreService::new(
-                config.score.rules.clone(),
-                Some(config.score.model_path.clone()),
-            )
-            .context("scoring model")?,
-        );
-        info!(model = %scoring.model_info().version, path = %config.score.model_path.display(), "scoring model loaded");
-        let pipeline = Pipeline::standard(
-            config.fault_injection,
-            Some(ScoreStage {
-                service: Arc::clone(&scoring),
-                profile: config.score.profile.clone(),
-            }),
-        );
-        if config.fault_injection {
-            warn!("fault injection is ON: X-Mailroom-Fault headers can fail or delay processing; never enable this in production");
-        }
-        let pool = WorkerPool::start(
-            store.clone(),
-            pipeline.clone(),
-            WorkerConfig {
-                workers: config.workers,
-                batch_size: config.batch_size,
-                lease: config.lease,
-                poll_interval: config.poll_interval,
-                retry: config.retry,
-            },
-            Arc::clone(&wake),
-            Arc::clone(&workers),
-        );
+        let core = Core::start(&config, store.clone(), audit.clone()).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let state = AppState {
-            ingest: IngestService::new(
-                store.clone(),
-                config.max_message_bytes,
-                config.max_inflight_bytes,
-                Arc::clone(&wake),
-            ),
+            ingest: core.ingest.clone(),
             store: store.clone(),
-            workers,
-            wake,
+            workers: Arc::clone(&core.workers),
+            wake: Arc::clone(&core.wake),
             metrics,
             started,
-            pipeline_stages: pipeline.stage_names(),
+            pipeline_stages: core.pipeline_stages.clone(),
             keys,
             audit,
             limiter,
@@ -191,8 +157,9 @@ impl Application {
                 auth_failure_cost: config.security.auth_failure_cost,
                 request_timeout: config.security.request_timeout,
                 cors_allowed_origins: config.security.cors_allowed_origins.clone(),
+                public_url: config.mcp.public_url.clone(),
             }),
-            scoring,
+            scoring: Arc::clone(&core.scoring),
         };
         info!(
             addr = %listener.local_addr()?,
@@ -210,7 +177,8 @@ impl Application {
             listener,
             state,
             store,
-            pool,
+            pool: core.pool,
+            mcp: core.mcp,
             config,
         })
     }
@@ -244,7 +212,19 @@ impl Application {
             stop.clone(),
         ));
         let audit = self.state.audit.clone();
-        let router = mailroom_http::router(self.state);
+        let mounted = if self.config.mcp.enabled {
+            let server = MailroomMcp::new(self.mcp, &self.config.mcp.tools);
+            info!(
+                toolsets = self.config.mcp.tools.toolsets().join(","),
+                read_only = self.config.mcp.tools.read_only(),
+                "MCP served at /mcp"
+            );
+            let port = self.listener.local_addr()?.port();
+            mailroom_mcp::http_router(server, mcp_http_settings(&self.config, port, stop.clone())).0
+        } else {
+            axum::Router::new()
+        };
+        let router = mailroom_http::router_with(self.state, mounted);
         let limits = ServeLimits {
             trusted_proxies: self.config.security.trusted_proxies.clone(),
             ..self.config.security.serve_limits.clone()
@@ -289,6 +269,141 @@ impl Application {
         info!("stopped");
         Ok(())
     }
+}
+
+/// The services every long-running command shares (`serve`, `mcp`): the
+/// scorer, ingest and the worker pool processing the queue.
+pub struct Core {
+    pub ingest: IngestService,
+    pub wake: Arc<Notify>,
+    pub workers: Arc<WorkerState>,
+    pub scoring: Arc<ScoreService>,
+    pub pool: WorkerPool,
+    pub pipeline_stages: Vec<&'static str>,
+    /// The same services, for the MCP tools.
+    pub mcp: McpContext,
+}
+
+impl Core {
+    pub async fn start(config: &Config, store: Store, audit: AuditLog) -> anyhow::Result<Self> {
+        let wake = Arc::new(Notify::new());
+        let workers = Arc::new(WorkerState::default());
+        let scoring = Arc::new(
+            ScoreService::new(
+                config.score.rules.clone(),
+                Some(config.score.model_path.clone()),
+            )
+            .context("scoring model")?,
+        );
+        info!(model = %scoring.model_info().version, path = %config.score.model_path.display(), "scoring model loaded");
+        let pipeline = Pipeline::standard(
+            config.fault_injection,
+            Some(ScoreStage {
+                service: Arc::clone(&scoring),
+                profile: config.score.profile.clone(),
+            }),
+        );
+        if config.fault_injection {
+            warn!("fault injection is ON: X-Mailroom-Fault headers can fail or delay processing; never enable this in production");
+        }
+        let pool = WorkerPool::start(
+            store.clone(),
+            pipeline.clone(),
+            WorkerConfig {
+                workers: config.workers,
+                batch_size: config.batch_size,
+                lease: config.lease,
+                poll_interval: config.poll_interval,
+                retry: config.retry,
+            },
+            Arc::clone(&wake),
+            Arc::clone(&workers),
+        );
+        let ingest = IngestService::new(
+            store.clone(),
+            config.max_message_bytes,
+            config.max_inflight_bytes,
+            Arc::clone(&wake),
+        );
+        let mcp = McpContext {
+            store,
+            ingest: ingest.clone(),
+            wake: Arc::clone(&wake),
+            scoring: Arc::clone(&scoring),
+            audit,
+            workers: Arc::clone(&workers),
+        };
+        Ok(Self {
+            ingest,
+            wake,
+            workers,
+            scoring,
+            pool,
+            pipeline_stages: pipeline.stage_names(),
+            mcp,
+        })
+    }
+}
+
+/// How `/mcp` is exposed: Host names it answers to (the loopback names
+/// and the bind address unless configured), browser origins (unless
+/// configured: pages served by this server itself on loopback, i.e. the
+/// same origin), session limits.
+fn mcp_http_settings(config: &Config, port: u16, shutdown: CancellationToken) -> McpHttpSettings {
+    let allowed_hosts = if config.mcp.allowed_hosts.is_empty() {
+        let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        let bound = config.bind.ip();
+        if !bound.is_unspecified() && !bound.is_loopback() {
+            hosts.push(bound.to_string());
+        }
+        hosts
+    } else {
+        config.mcp.allowed_hosts.clone()
+    };
+    let allowed_origins = if config.mcp.allowed_origins.is_empty() {
+        ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .map(|host| format!("http://{host}:{port}"))
+            .collect()
+    } else {
+        config.mcp.allowed_origins.clone()
+    };
+    McpHttpSettings {
+        allowed_hosts,
+        allowed_origins,
+        max_sessions: config.mcp.max_sessions,
+        session_idle: config.mcp.session_idle,
+        max_request_bytes: config.mcp.max_request_bytes,
+        shutdown,
+    }
+}
+
+/// `mailroom mcp`: one MCP client on stdin/stdout, with the same database
+/// and configuration as `serve`, and workers processing what it queues.
+/// Only protocol messages go to stdout; logs go to stderr.
+pub async fn run_stdio(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let audit = AuditLog::start(store.clone());
+    let core = Core::start(&config, store.clone(), audit.clone()).await?;
+    let server = MailroomMcp::new(core.mcp, &config.mcp.tools);
+    info!(
+        toolsets = config.mcp.tools.toolsets().join(","),
+        read_only = config.mcp.tools.read_only(),
+        "MCP on stdio"
+    );
+    let served = server.serve_stdio().await;
+    let drained = core.pool.shutdown(config.shutdown_grace).await;
+    if !drained {
+        warn!("grace period over; unfinished jobs will be retried when their lease expires");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), audit.flush())
+        .await
+        .is_err()
+    {
+        warn!("the audit log did not flush within 5 s");
+    }
+    store.close().await;
+    served.context("MCP stdio transport")
 }
 
 /// Secure by default: a server that requires keys must have one. On first

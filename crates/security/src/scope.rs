@@ -72,6 +72,10 @@ impl Scopes {
         Scopes(Scope::Admin.bit())
     }
 
+    pub fn read_only() -> Self {
+        Scopes(Scope::Read.bit())
+    }
+
     pub fn contains(self, scope: Scope) -> bool {
         self.0 & scope.bit() != 0
     }

@@ -60,12 +60,14 @@ pub struct FailedJob {
     pub now_ms: i64,
 }
 
-/// Which jobs `POST /process/trigger` re-queues.
+/// Which jobs `POST /process/trigger` (failed, dead) and the MCP reprocess
+/// tool (also processed) re-queue.
 #[derive(Debug, Clone, Default)]
 pub struct RequeueFilter {
     /// Only these messages (empty: all that match `states`).
     pub message_ids: Vec<MessageId>,
-    /// `Failed` (waiting for a retry) and/or `Dead`.
+    /// `Failed` (waiting for a retry), `Dead` and/or `Processed` (empty:
+    /// failed and dead).
     pub statuses: Vec<MessageStatus>,
 }
 
@@ -258,7 +260,9 @@ impl Store {
     }
 
     /// Makes failed (waiting) and dead jobs runnable now, resetting the
-    /// attempt count of dead ones. Returns the messages re-queued.
+    /// attempt count of dead ones; with `processed` among the statuses,
+    /// finished messages run through the pipeline again (after a model or
+    /// rule change). Returns the messages re-queued.
     ///
     /// One set-based UPDATE picks and changes the jobs, so a worker that
     /// leases or finishes a job meanwhile is never overwritten: only rows
@@ -295,7 +299,28 @@ impl Store {
         for id in &filter.message_ids {
             query = query.bind(id.as_str());
         }
-        let ids = query.fetch_all(&mut *tx).await?;
+        let mut ids = query.fetch_all(&mut *tx).await?;
+        if filter.statuses.contains(&MessageStatus::Processed) {
+            // A processed message's job was deleted when it completed: it
+            // gets a new one. `status = 'processed'` is read inside this
+            // write transaction, so a message is never given two jobs.
+            let mut sql = String::from(
+                "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) \
+                 SELECT id, 'queued', 0, $1, $1, $1 FROM messages WHERE status = 'processed'",
+            );
+            if !filter.message_ids.is_empty() {
+                sql.push_str(&format!(
+                    " AND id IN ({})",
+                    placeholders(2, filter.message_ids.len())
+                ));
+            }
+            sql.push_str(" RETURNING message_id");
+            let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now_ms);
+            for id in &filter.message_ids {
+                query = query.bind(id.as_str());
+            }
+            ids.extend(query.fetch_all(&mut *tx).await?);
+        }
         set_message_status(&mut tx, &ids, MessageStatus::Queued).await?;
         tx.commit().await?;
         ids.iter().map(|id| parse_id(id)).collect()

@@ -228,6 +228,37 @@ impl Store {
             .transpose()
     }
 
+    /// How many of `ids` are in each status (ids that no longer exist are
+    /// not counted). Read from the primary: a caller waiting for its own
+    /// re-queued work must not see a lagging replica.
+    pub async fn status_counts(
+        &self,
+        ids: &[MessageId],
+    ) -> Result<Vec<(MessageStatus, u64)>, StoreError> {
+        let mut counts: Vec<(MessageStatus, u64)> = Vec::new();
+        // Bounded statement size whatever the number of ids.
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT status, COUNT(*) FROM messages WHERE id IN ({}) GROUP BY status",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for (status, n) in query.fetch_all(&self.write).await? {
+                let status = status
+                    .parse::<MessageStatus>()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                match counts.iter_mut().find(|(s, _)| *s == status) {
+                    Some((_, total)) => *total += n as u64,
+                    None => counts.push((status, n as u64)),
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// The parsed view, status and full history of one message.
     pub async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         let row = sqlx::query(&format!(

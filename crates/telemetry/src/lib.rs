@@ -28,6 +28,9 @@ pub mod names {
     pub const DATA_KEY_RESEALED_TOTAL: &str = "data_key_resealed_total";
     pub const MAIL_SCORE_PROCESSING_TIME: &str = "mail_score_processing_time";
     pub const MAIL_SCORE_ACTIONS_TOTAL: &str = "mail_score_actions_total";
+    pub const MCP_TOOL_CALLS_TOTAL: &str = "mcp_tool_calls_total";
+    pub const MCP_TOOL_DURATION_SECONDS: &str = "mcp_tool_duration_seconds";
+    pub const MCP_SESSIONS_ACTIVE: &str = "mcp_sessions_active";
 }
 
 /// Log output format.
@@ -129,6 +132,19 @@ fn describe() {
     describe_counter!(
         MAIL_SCORE_ACTIONS_TOTAL,
         "Scored messages by action and surface"
+    );
+    describe_counter!(
+        MCP_TOOL_CALLS_TOTAL,
+        "MCP tool calls by tool and outcome (ok, error, denied, invalid_call, unknown_tool)"
+    );
+    describe_histogram!(
+        MCP_TOOL_DURATION_SECONDS,
+        Unit::Seconds,
+        "MCP tool call latency by tool"
+    );
+    describe_gauge!(
+        MCP_SESSIONS_ACTIVE,
+        "Open legacy (2025-11-25) MCP sessions on the HTTP transport"
     );
     describe_counter!(
         EMAILS_INGESTED_TOTAL,

@@ -7,18 +7,16 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use mailroom_app::{actions, AuditLog, Reservation, Source};
-use mailroom_domain::{MessageId, MessageStatus};
-use mailroom_store::{ListFilter, MessageSummary};
+use mailroom_app::{
+    actions,
+    query::{self, ListQuery},
+    AuditLog, Reservation, Source,
+};
+use mailroom_domain::MessageId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{
-    auth::Caller,
-    extract::ApiQuery,
-    json::{limit_param, rfc3339, text_param, time_param},
-    ApiError, AppState,
-};
+use crate::{auth::Caller, extract::ApiQuery, ApiError, AppState};
 use http_body_util::BodyExt;
 
 const ACCEPTED_TYPES: [&str; 3] = ["message/rfc822", "application/octet-stream", "text/plain"];
@@ -174,37 +172,21 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let status = p
-        .status
-        .as_deref()
-        .map(|s| s.parse::<MessageStatus>())
-        .transpose()
-        .map_err(|e| {
-            ApiError::InvalidParameter(format!(
-                "status: {e}; expected one of queued, processing, processed, failed, dead"
-            ))
-        })?;
-    let limit = limit_param(p.limit.as_deref(), 50, 500)?;
-    let before = p
-        .cursor
-        .as_deref()
-        .map(MessageId::parse)
-        .transpose()
-        .map_err(|e| ApiError::InvalidParameter(format!("cursor: {e}")))?;
-    let filter = ListFilter {
-        status,
-        from: text_param("from", p.from, MAX_SEARCH_CHARS)?,
-        since_ms: time_param("since", p.since.as_deref())?,
-        until_ms: time_param("until", p.until.as_deref())?,
-        q: text_param("q", p.q, MAX_SEARCH_CHARS)?,
-        before,
-        limit,
-    };
+    let filter = ListQuery {
+        status: p.status,
+        from: p.from,
+        since: p.since,
+        until: p.until,
+        q: p.q,
+        cursor: p.cursor,
+        limit: p.limit,
+    }
+    .filter()?;
     let page = state.store.list_messages(&filter).await?;
     // A search over sealed bodies costs one token per 500 bodies opened.
     crate::auth::charge(&state, &caller, (page.opened / 500) as u32).await;
     Ok(Json(json!({
-        "items": page.items.iter().map(summary_json).collect::<Vec<_>>(),
+        "items": page.items.iter().map(query::summary_json).collect::<Vec<_>>(),
         "next_cursor": page.next,
     })))
 }
@@ -220,33 +202,7 @@ pub async fn show(
         .message(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    let mut body = summary_json(&record.summary);
-    let history: Vec<Value> = record
-        .history
-        .iter()
-        .map(|s| {
-            json!({
-                "stage": s.stage, "attempt": s.attempt, "outcome": s.outcome,
-                "started_at": rfc3339(s.started_at_ms), "duration_ms": s.duration_ms, "error": s.error,
-            })
-        })
-        .collect();
-    if let Value::Object(map) = &mut body {
-        map.insert("content_hash".into(), json!(record.content_hash));
-        map.insert("processing_time_ms".into(), json!(record.processing_ms));
-        map.insert("parsed".into(), json!(record.view));
-        map.insert(
-            "job".into(),
-            match &record.job {
-                Some(job) => json!({
-                    "id": job.id, "state": job.state, "attempts": job.attempts,
-                    "run_at": rfc3339(job.run_at_ms), "last_error": job.last_error,
-                }),
-                None => Value::Null,
-            },
-        );
-        map.insert("history".into(), Value::Array(history));
-    }
+    let body = query::detail_json(&record);
     Ok(Json(body))
 }
 
@@ -289,28 +245,10 @@ pub async fn delete(
     }
 }
 
-/// Longest `q` or `from` accepted: far beyond any real search, far below
-/// what makes a LIKE pattern expensive.
-const MAX_SEARCH_CHARS: usize = 1000;
-
 fn parse_id(raw: &str) -> Result<MessageId, ApiError> {
-    MessageId::parse(raw).map_err(|e| ApiError::InvalidParameter(e.to_string()))
+    Ok(query::message_id(raw)?)
 }
 
 fn not_found(id: &MessageId) -> ApiError {
     ApiError::NotFound(format!("no message with id {id}"))
-}
-
-fn summary_json(m: &MessageSummary) -> Value {
-    json!({
-        "id": m.id,
-        "status": m.status,
-        "source": m.source,
-        "size_bytes": m.size_bytes,
-        "received_at": rfc3339(m.received_at_ms),
-        "processed_at": m.processed_at_ms.and_then(rfc3339),
-        "from": m.from_addr,
-        "subject": m.subject,
-        "message_id": m.header_message_id,
-    })
 }

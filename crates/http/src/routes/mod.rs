@@ -15,8 +15,22 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{auth, hardening, metrics_layer, ApiError, AppState};
 
+/// The MCP endpoint's path (served by `mailroom-mcp`, mounted here so it
+/// passes the same guard as every route).
+pub const MCP_PATH: &str = "/mcp";
+/// Its protected-resource metadata (RFC 9728 §3.1: the well-known prefix,
+/// then the resource's path).
+pub const MCP_RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource/mcp";
+
 /// The whole HTTP surface. Usable with `oneshot` in tests (no socket).
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP surface with more routes mounted inside the protection (the
+/// MCP endpoint): they pass the guard, the deadline and the metrics like
+/// every route, and their policy is in `policy.rs`.
+pub fn router_with(state: AppState, mounted: Router<AppState>) -> Router {
     // Ingest streams its body under its own limit; every other body is a
     // small JSON document.
     let body_limit = 1024 * 1024;
@@ -52,6 +66,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/score", post(score::score))
         .route("/checkv2", post(score::checkv2))
         .route("/api/v1/learn/{label}", post(score::learn))
+        .route(MCP_RESOURCE_METADATA_PATH, get(ops::mcp_resource_metadata))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(ops::mcp_resource_metadata),
+        )
+        .merge(mounted)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -92,4 +112,24 @@ pub(crate) fn small_body_error(rejection: axum::extract::rejection::BytesRejecti
             rejection.body_text()
         ))
     }
+}
+
+/// The server's base URL as clients reach it: `security.public_url`, else
+/// `http://` and the request's Host.
+pub(crate) fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    match &state.security.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    }
+}
+
+pub(crate) fn resource_metadata_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    format!("{}{MCP_RESOURCE_METADATA_PATH}", base_url(state, headers))
 }

@@ -195,18 +195,15 @@ pub async fn trigger(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let requeued = state
-        .store
-        .requeue(
-            &RequeueFilter {
-                message_ids,
-                statuses,
-            },
-            now_ms(),
-        )
-        .await?;
-    state.wake.notify_waiters();
-    state.wake.notify_one();
+    let requeued = mailroom_app::requeue_and_wake(
+        &state.store,
+        &state.wake,
+        &RequeueFilter {
+            message_ids,
+            statuses,
+        },
+    )
+    .await?;
     tracing::info!(requeued = requeued.len(), "processing triggered");
     state
         .audit
@@ -276,4 +273,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// `GET /.well-known/oauth-protected-resource[/mcp]`: RFC 9728 metadata of
+/// the MCP endpoint. mailroom's API keys are bearer tokens issued by
+/// `mailroom keys create`, not by an OAuth server, so none is listed.
+pub async fn mcp_resource_metadata(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Json<Value> {
+    let base = super::base_url(&state, &headers);
+    Json(json!({
+        "resource": format!("{base}{}", super::MCP_PATH),
+        "resource_name": "mailroom",
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": ["read", "write", "admin"],
+    }))
 }

@@ -227,13 +227,5 @@ pub async fn learn(
             Some(json!({ "model": info.version, "online_updates": info.online_updates })),
         ))
         .await?;
-    Ok(Json(json!({
-        "learned": label.as_str(),
-        "model": {
-            "version": info.version,
-            "trained_ham": info.trained_ham,
-            "trained_spam": info.trained_spam,
-            "online_updates": info.online_updates,
-        }
-    })))
+    Ok(Json(mailroom_app::learned_json(label, &info)))
 }

@@ -11,6 +11,8 @@ mod cli;
 mod crash;
 mod encryption;
 mod hostile;
+mod mcp;
+mod mcp_clients;
 mod ops;
 mod protection_cli;
 mod queue;
