@@ -8,6 +8,7 @@
 //! the [`Stage`] trait.
 
 mod audit;
+mod charge;
 mod clock;
 mod error;
 mod ingest;
@@ -21,6 +22,7 @@ mod status;
 mod worker;
 
 pub use audit::{actions, Actor, AuditLog};
+pub use charge::{ChargeFuture, ChargeRefused, RateCharge};
 pub use keys::{AuthFailure, IssuedKey, KeyError, KeyInfo, KeyService, Principal, CACHE_TTL};
 pub use requeue::requeue_and_wake;
 pub use reseal::{

@@ -23,7 +23,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use mailroom_app::{actions, Actor, AuditLog, AuthFailure, Principal};
+use mailroom_app::{actions, Actor, AuditLog, AuthFailure, ChargeRefused, Principal, RateCharge};
 use mailroom_ratelimit::{ip_bucket, BucketScope, Decision};
 use mailroom_security::{ApiKeySecret, Scope, Scopes, PUBLIC_PREFIX_LEN};
 use mailroom_telemetry::names;
@@ -135,6 +135,13 @@ async fn check(state: AppState, mut request: Request, next: Next) -> Response {
         // nothing.
         if !state.security.auth_required {
             request.extensions_mut().insert(Scopes::admin());
+            if route.as_deref() == Some(crate::routes::MCP_PATH) {
+                request.extensions_mut().insert(rate_charge(
+                    &state,
+                    BucketScope::Ip,
+                    ip_bucket(ip),
+                ));
+            }
         }
         request.extensions_mut().insert(caller.actor());
         request.extensions_mut().insert(caller);
@@ -211,8 +218,16 @@ async fn check(state: AppState, mut request: Request, next: Next) -> Response {
         return with_limit_headers(refusal.into_response(), decision.as_ref());
     }
     // The MCP server reads the scopes (which tools a key sees) and the
-    // actor (audit) without knowing this crate's types.
+    // actor (audit) without knowing this crate's types, and charges each
+    // tool call what its REST twin costs.
     request.extensions_mut().insert(principal.scopes);
+    if route.as_deref() == Some(crate::routes::MCP_PATH) {
+        request.extensions_mut().insert(rate_charge(
+            &state,
+            BucketScope::Key,
+            principal.key_id.clone(),
+        ));
+    }
     let caller = Caller {
         principal: Some(principal),
         ip,
@@ -274,6 +289,30 @@ pub(crate) async fn charge(state: &AppState, caller: &Caller, tokens: u32) {
                 .await
         }
     };
+}
+
+/// Charges more tokens to one bucket (see [`RateCharge`]).
+fn rate_charge(state: &AppState, scope: BucketScope, id: String) -> RateCharge {
+    let limiter = state.limiter.clone();
+    RateCharge::new(move |tokens| {
+        let limiter = limiter.clone();
+        let id = id.clone();
+        Box::pin(async move {
+            let Some(limiter) = limiter else {
+                return Ok(());
+            };
+            let decision = limiter.check(scope, &id, tokens).await;
+            if decision.allowed {
+                Ok(())
+            } else if decision.limiter_unavailable {
+                Err(ChargeRefused::Unavailable)
+            } else {
+                Err(ChargeRefused::RateLimited {
+                    retry_after_secs: decision.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                })
+            }
+        })
+    })
 }
 
 /// The key a request carries: `Authorization: Bearer …` or `X-API-Key: …`.

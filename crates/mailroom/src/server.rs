@@ -332,6 +332,11 @@ impl Core {
             scoring: Arc::clone(&scoring),
             audit,
             workers: Arc::clone(&workers),
+            http_wait_limit: config
+                .security
+                .request_timeout
+                .saturating_sub(Duration::from_secs(5))
+                .max(Duration::from_secs(1)),
         };
         Ok(Self {
             ingest,

@@ -20,16 +20,22 @@ use rmcp::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{caller_of, schemas, tool_error, tool_ok, MailroomMcp};
+use crate::{
+    caller_of, schemas, tool_error, tool_ok,
+    toolsets::{policy, ToolPolicy},
+    MailroomMcp,
+};
 
-pub(crate) const SCOPES: &[(&str, Scope)] = &[
-    ("messages_list", Scope::Read),
-    ("message_get", Scope::Read),
-    ("processing_status", Scope::Read),
-    ("message_ingest", Scope::Write),
-    // As `POST /process/trigger` and `DELETE /api/v1/messages/{id}`.
-    ("messages_reprocess", Scope::Admin),
-    ("message_delete", Scope::Admin),
+/// As their REST twins: `GET /api/v1/messages[/{id}]`, `GET
+/// /process/status`, `POST /api/v1/messages`, `POST /process/trigger`,
+/// `DELETE /api/v1/messages/{id}`.
+pub(crate) const POLICIES: &[ToolPolicy] = &[
+    policy("messages_list", Scope::Read, 1),
+    policy("message_get", Scope::Read, 1),
+    policy("processing_status", Scope::Read, 1),
+    policy("message_ingest", Scope::Write, 1),
+    policy("messages_reprocess", Scope::Admin, 10),
+    policy("message_delete", Scope::Admin, 2),
 ];
 
 /// Most ids one reprocess call takes.
@@ -77,7 +83,7 @@ pub struct IngestArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReprocessArgs {
-    /// Only these message ids (at most 1000).
+    /// Only these message ids (at most 1000; required with processed).
     pub ids: Option<Vec<String>>,
     /// Statuses to re-run: failed, dead, processed (default: failed and dead).
     pub status: Option<Vec<String>>,
@@ -341,6 +347,13 @@ impl MailroomMcp {
                 ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Re-running finished work is for named messages only: "every
+        // processed message" is a migration, not a tool call.
+        if statuses.contains(&MessageStatus::Processed) && message_ids.is_empty() {
+            return Err(tool_error(
+                "ids: name the messages (at most 1000) to re-run processed ones",
+            ));
+        }
         let timeout = args.timeout_seconds.unwrap_or(DEFAULT_WAIT_SECONDS);
         if !(1..=MAX_WAIT_SECONDS).contains(&timeout) {
             return Err(tool_error(format!(
@@ -370,42 +383,55 @@ impl MailroomMcp {
             .await
             .map_err(store_failed)?;
         let total = requeued.len();
+        let progress_token = context.meta.get_progress_token();
+        let mut wait = Duration::from_secs(timeout.into());
+        if progress_token.is_none()
+            && context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .is_some()
+        {
+            // Over HTTP the answer's headers wait for the first message:
+            // without progress notifications, the wait must end before the
+            // server's request deadline.
+            wait = wait.min(self.ctx.http_wait_limit);
+        }
         let mut counts = Counts::default();
         let mut timed_out = false;
-        if args.wait.unwrap_or(true) && total > 0 {
-            let progress_token = context.meta.get_progress_token();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout.into());
-            let mut reported = None;
+        // Many messages (failed or dead, by status) are re-queued but not
+        // watched: polling them all would cost more than the work.
+        if args.wait.unwrap_or(true) && total > 0 && total <= MAX_REPROCESS_IDS {
+            let deadline = tokio::time::Instant::now() + wait;
+            // Progress only ever rises (a failed message that is retried
+            // goes back to processing).
+            let mut reported: Option<usize> = None;
             loop {
-                counts = Counts::of(
-                    &self
-                        .ctx
-                        .store
-                        .status_counts(&requeued)
-                        .await
-                        .map_err(store_failed)?,
-                );
+                let statuses = self
+                    .ctx
+                    .store
+                    .status_counts(&requeued)
+                    .await
+                    .map_err(store_failed)?;
+                counts = Counts::of(&statuses, total);
+                let finished = counts.finished();
                 if let Some(token) = &progress_token {
-                    if reported != Some(counts.finished()) {
-                        reported = Some(counts.finished());
+                    if reported.is_none_or(|r| finished > r) {
+                        reported = Some(finished);
                         let _ = context
                             .peer
                             .notify_progress(
-                                ProgressNotificationParam::new(
-                                    token.clone(),
-                                    counts.finished() as f64,
-                                )
-                                .with_total(total as f64)
-                                .with_message(format!(
-                                    "{} of {total} processed, {} failed",
-                                    counts.processed,
-                                    counts.failed + counts.dead
-                                )),
+                                ProgressNotificationParam::new(token.clone(), finished as f64)
+                                    .with_total(total as f64)
+                                    .with_message(format!(
+                                        "{} of {total} processed, {} failed",
+                                        counts.processed,
+                                        counts.failed + counts.dead
+                                    )),
                             )
                             .await;
                     }
                 }
-                if counts.finished() >= total {
+                if finished >= total {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -424,7 +450,7 @@ impl MailroomMcp {
         }
         Ok(tool_ok(json!({
             "requeued": total,
-            "ids": requeued,
+            "ids": requeued.iter().take(MAX_REPROCESS_IDS).collect::<Vec<_>>(),
             "processed": counts.processed,
             "failed": counts.failed + counts.dead,
             "pending": total.saturating_sub(counts.finished()),
@@ -439,13 +465,19 @@ struct Counts {
     processed: usize,
     failed: usize,
     dead: usize,
+    /// Deleted while waited for.
+    gone: usize,
 }
 
 impl Counts {
-    fn of(statuses: &[(MessageStatus, u64)]) -> Self {
+    /// From the status counts of `total` messages; messages deleted
+    /// meanwhile are finished too.
+    fn of(statuses: &[(MessageStatus, u64)], total: usize) -> Self {
         let mut counts = Self::default();
+        let mut present = 0;
         for (status, n) in statuses {
             let n = *n as usize;
+            present += n;
             match status {
                 MessageStatus::Processed => counts.processed += n,
                 MessageStatus::Failed => counts.failed += n,
@@ -453,10 +485,11 @@ impl Counts {
                 _ => {}
             }
         }
+        counts.gone = total.saturating_sub(present);
         counts
     }
 
     fn finished(&self) -> usize {
-        self.processed + self.failed + self.dead
+        self.processed + self.failed + self.dead + self.gone
     }
 }

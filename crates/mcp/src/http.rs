@@ -7,7 +7,11 @@
 //! protected-resource metadata it points to are the API server's:
 //! `mailroom-http`.)
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     extract::Request,
@@ -16,9 +20,18 @@ use axum::{
     response::{IntoResponse, Response},
     Json, Router,
 };
+use futures::{Stream, StreamExt};
+use mailroom_app::Actor;
 use mailroom_telemetry::names;
-use rmcp::transport::streamable_http_server::{
-    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+use rmcp::{
+    model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
+    transport::streamable_http_server::{
+        session::{
+            local::{LocalSessionManager, LocalSessionManagerError},
+            ServerSseMessage, SessionId, SessionManager,
+        },
+        StreamableHttpServerConfig, StreamableHttpService,
+    },
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -47,13 +60,123 @@ pub struct McpHttpSettings {
     pub shutdown: CancellationToken,
 }
 
+/// rmcp's in-memory sessions with a cap: a session is created only while
+/// fewer than `max` are open. Counting here, where rmcp creates sessions,
+/// catches every initialize whatever its headers say, and creation is
+/// serialised so concurrent initializes cannot overshoot the cap.
+pub struct CappedSessions {
+    inner: LocalSessionManager,
+    max: usize,
+    creating: tokio::sync::Mutex<()>,
+    /// Who opened each session (the key's public prefix): a session answers
+    /// only its owner, so a session id is useless to another key.
+    owners: std::sync::Mutex<HashMap<String, String>>,
+}
+
+/// Why a session was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{TOO_MANY_SESSIONS}: {0} are open")]
+    TooMany(usize),
+    #[error(transparent)]
+    Inner(#[from] LocalSessionManagerError),
+}
+
+/// Marks the refusal in rmcp's (plain-text, 500) error answer so it can be
+/// told apart and answered 503.
+const TOO_MANY_SESSIONS: &str = "too many MCP sessions";
+
+impl CappedSessions {
+    async fn open(&self) -> usize {
+        self.inner.sessions.read().await.len()
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the owners of sessions that closed or expired.
+    async fn forget_closed(&self) {
+        let live: HashSet<String> = self
+            .inner
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|id| id.to_string())
+            .collect();
+        self.owners().retain(|id, _| live.contains(id));
+    }
+}
+
+impl SessionManager for CappedSessions {
+    type Error = SessionError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        let _one_at_a_time = self.creating.lock().await;
+        let open = self.open().await;
+        if open >= self.max {
+            return Err(SessionError::TooMany(open));
+        }
+        Ok(self.inner.create_session().await?)
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.inner.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        Ok(self.inner.has_session(id).await?)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        Ok(self.inner.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.inner.create_stream(id, message).await?)
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        Ok(self.inner.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.inner.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.inner.resume(id, last_event_id).await?)
+    }
+}
+
 /// The number of open legacy sessions (`mcp_sessions_active`).
 #[derive(Clone)]
-pub struct SessionGauge(Arc<LocalSessionManager>);
+pub struct SessionGauge(Arc<CappedSessions>);
 
 impl SessionGauge {
     pub async fn open(&self) -> usize {
-        self.0.sessions.read().await.len()
+        self.0.open().await
     }
 
     async fn report(&self) -> usize {
@@ -63,14 +186,23 @@ impl SessionGauge {
     }
 }
 
+/// Requests this small are not reserved in the ingest memory budget; larger
+/// ones (a raw message to ingest or score) are, before rmcp reads the body.
+const UNRESERVED_BODY_BYTES: usize = 64 * 1024;
+
 /// `/mcp` and its metadata document, to be mounted inside the API's guard.
 pub fn router<S: Clone + Send + Sync + 'static>(
     server: MailroomMcp,
     settings: McpHttpSettings,
 ) -> (Router<S>, SessionGauge) {
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(settings.session_idle);
-    let sessions = Arc::new(sessions);
+    let mut inner = LocalSessionManager::default();
+    inner.session_config.keep_alive = Some(settings.session_idle);
+    let sessions = Arc::new(CappedSessions {
+        inner,
+        max: settings.max_sessions,
+        creating: tokio::sync::Mutex::new(()),
+        owners: std::sync::Mutex::new(HashMap::new()),
+    });
     let gauge = SessionGauge(Arc::clone(&sessions));
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(settings.allowed_hosts.clone())
@@ -79,6 +211,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .with_legacy_session_mode(true)
         .with_max_request_body_bytes(settings.max_request_bytes)
         .with_cancellation_token(settings.shutdown.clone());
+    let ingest = server.ctx.ingest.clone();
     let service = StreamableHttpService::new(move || Ok(server.clone()), sessions, config);
 
     // Idle sessions close on their own; the gauge follows them.
@@ -90,57 +223,107 @@ pub fn router<S: Clone + Send + Sync + 'static>(
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    _ = tick.tick() => { gauge.report().await; }
+                    _ = tick.tick() => {
+                        gauge.report().await;
+                        gauge.0.forget_closed().await;
+                    }
                 }
             }
         });
     }
 
-    let cap = {
+    let guard = {
         let gauge = gauge.clone();
         let max = settings.max_sessions;
+        let max_body = settings.max_request_bytes;
         move |request: Request, next: Next| {
             let gauge = gauge.clone();
+            let ingest = ingest.clone();
             async move {
-                if opens_legacy_session(&request) && gauge.open().await >= max {
-                    return too_many_sessions(max);
+                // A large body is counted in the ingest memory budget before
+                // rmcp buffers it, as an upload to the REST API is.
+                let declared = request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                let reservation = match declared {
+                    _ if request.method() != axum::http::Method::POST => None,
+                    Some(n) if n <= UNRESERVED_BODY_BYTES => None,
+                    n => match ingest.reserve(n.unwrap_or(max_body).min(max_body)).await {
+                        Ok(reservation) => Some(reservation),
+                        Err(e) => return busy(&e.to_string()),
+                    },
+                };
+                let owner = request
+                    .extensions()
+                    .get::<Actor>()
+                    .map(|a| a.name.clone())
+                    .unwrap_or_default();
+                let session = request
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if let Some(id) = &session {
+                    let owned_by_other = gauge
+                        .0
+                        .owners()
+                        .get(id)
+                        .is_some_and(|opener| *opener != owner);
+                    if owned_by_other {
+                        // As rmcp answers an unknown session.
+                        return rpc_error(StatusCode::NOT_FOUND, -32600, "Session not found");
+                    }
                 }
                 let response = next.run(request).await;
+                if session.is_none() {
+                    if let Some(opened) = response
+                        .headers()
+                        .get("mcp-session-id")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        gauge.0.owners().insert(opened.to_string(), owner);
+                    }
+                }
                 gauge.report().await;
-                json_errors(response).await
+                let response = json_errors(response, max).await;
+                match reservation {
+                    None => response,
+                    // Held until the answer is sent: the tool holds the
+                    // message until then.
+                    Some(reservation) => {
+                        let (parts, body) = response.into_parts();
+                        let body = body.into_data_stream().map(move |chunk| {
+                            let _held = &reservation;
+                            chunk
+                        });
+                        Response::from_parts(parts, axum::body::Body::from_stream(body))
+                    }
+                }
             }
         }
     };
     let router = Router::new()
         .route_service(PATH, service)
-        .layer(middleware::from_fn(cap));
+        .layer(middleware::from_fn(guard));
     (router, gauge)
 }
 
-/// A POST with no session that is not a 2026-07-28 request: a legacy
-/// initialize, which opens a session if it succeeds.
-fn opens_legacy_session(request: &Request) -> bool {
-    let headers = request.headers();
-    request.method() == axum::http::Method::POST
-        && !headers.contains_key("mcp-session-id")
-        && headers
-            .get("mcp-protocol-version")
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v < "2026-07-28")
-}
-
 /// rmcp answers transport-level refusals (foreign Origin or Host, bad
-/// Accept, unparsable JSON) with a plain-text body: each becomes a JSON-RPC
-/// error document naming the problem, and an unparsable body a 400 with
-/// -32700 (rmcp says 415), as the JSON-RPC and MCP specifications want.
-async fn json_errors(response: Response) -> Response {
+/// Accept, unparsable JSON, a session it could not create) with a
+/// plain-text body: each becomes a JSON-RPC error document naming the
+/// problem, an unparsable body a 400 with -32700 (rmcp says 415), as the
+/// JSON-RPC and MCP specifications want, and the session cap a 503.
+async fn json_errors(response: Response, max_sessions: usize) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
-    if !status.is_client_error() || is_json {
+    let plain_refusal = status.is_client_error() || status == StatusCode::INTERNAL_SERVER_ERROR;
+    if !plain_refusal || is_json {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -149,9 +332,14 @@ async fn json_errors(response: Response) -> Response {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
         Err(_) => String::new(),
     };
+    if text.contains(TOO_MANY_SESSIONS) {
+        return too_many_sessions(max_sessions);
+    }
     let unparsable = text.starts_with("fail to deserialize");
     let (status, code) = if unparsable {
         (StatusCode::BAD_REQUEST, -32700)
+    } else if status.is_server_error() {
+        (status, -32603)
     } else {
         (status, -32600)
     };
@@ -166,8 +354,33 @@ async fn json_errors(response: Response) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
-    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(rpc_error_body(code, &message)),
+    )
+}
+
+fn rpc_error_body(code: i64, message: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}}).to_string()
+}
+
+/// A JSON-RPC error document with an HTTP status.
+fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        rpc_error_body(code, message),
+    )
+        .into_response()
+}
+
+/// The ingest memory budget is spent: 503, retry shortly.
+fn busy(message: &str) -> Response {
+    let mut response = rpc_error(StatusCode::SERVICE_UNAVAILABLE, -32603, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
 }
 
 fn too_many_sessions(max: usize) -> Response {

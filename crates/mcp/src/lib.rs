@@ -23,8 +23,10 @@ pub mod toolsets;
 
 use std::{sync::Arc, time::Instant};
 
-use mailroom_app::{Actor, AuditLog, IngestService, ScoreService, WorkerState};
-use mailroom_security::{Scope, Scopes};
+use mailroom_app::{
+    Actor, AuditLog, ChargeRefused, IngestService, RateCharge, ScoreService, WorkerState,
+};
+use mailroom_security::Scopes;
 use mailroom_store::Store;
 use mailroom_telemetry::names;
 use rmcp::{
@@ -43,7 +45,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 pub use http::{router as http_router, McpHttpSettings, SessionGauge};
-pub use toolsets::{ToolSelection, ToolsetError};
+pub use toolsets::{ToolPolicy, ToolSelection, ToolsetError};
 
 /// What the tools work with: the same services the REST API uses.
 #[derive(Clone)]
@@ -55,6 +57,9 @@ pub struct McpContext {
     pub scoring: Arc<ScoreService>,
     pub audit: AuditLog,
     pub workers: Arc<WorkerState>,
+    /// Longest a tool may wait without sending anything over HTTP: under the
+    /// server's request deadline (`http.request_timeout_seconds`).
+    pub http_wait_limit: std::time::Duration,
 }
 
 /// The MCP server: cheap to clone (one per HTTP session or stdio
@@ -63,14 +68,29 @@ pub struct McpContext {
 pub struct MailroomMcp {
     ctx: Arc<McpContext>,
     tools: Arc<ToolRouter<MailroomMcp>>,
-    scopes: Arc<Vec<(String, Scope)>>,
+    policies: Arc<Vec<(String, ToolPolicy)>>,
+    /// The email toolset carries the message resources and the prompts
+    /// (as GitHub's toolsets carry theirs): without it they are not offered.
+    messages: bool,
 }
 
 /// Who is calling, as the HTTP guard established it (stdio: the local
-/// operator, who already holds the database).
+/// operator, who already holds the database, unlimited).
 struct CallerInfo {
     scopes: Scopes,
     actor: Actor,
+    charge: Option<RateCharge>,
+}
+
+impl CallerInfo {
+    /// Charges a call of `cost` tokens: the HTTP request already paid 1,
+    /// the call pays the rest of its REST twin's cost.
+    async fn charge(&self, cost: u32) -> Result<(), ChargeRefused> {
+        match &self.charge {
+            Some(charge) => charge.take(cost.saturating_sub(1)).await,
+            None => Ok(()),
+        }
+    }
 }
 
 fn caller_of(context: &RequestContext<RoleServer>) -> CallerInfo {
@@ -87,6 +107,7 @@ fn caller_of(context: &RequestContext<RoleServer>) -> CallerInfo {
                 name: "anonymous".into(),
                 ip: None,
             }),
+            charge: parts.extensions.get::<RateCharge>().cloned(),
         },
         None => CallerInfo {
             scopes: Scopes::admin(),
@@ -94,27 +115,28 @@ fn caller_of(context: &RequestContext<RoleServer>) -> CallerInfo {
                 name: "mcp-stdio".into(),
                 ip: None,
             },
+            charge: None,
         },
     }
 }
 
 impl MailroomMcp {
     pub fn new(ctx: McpContext, selection: &ToolSelection) -> Self {
-        let (tools, scopes) = selection.build();
+        let (tools, policies) = selection.build();
         Self {
             ctx: Arc::new(ctx),
+            messages: selection.toolsets().contains(&"email"),
             tools: Arc::new(tools),
-            scopes: Arc::new(scopes),
+            policies: Arc::new(policies),
         }
     }
 
-    /// The scope a tool needs, or `None` for a tool this server does not
-    /// offer.
-    fn required_scope(&self, tool: &str) -> Option<Scope> {
-        self.scopes
+    /// A tool's policy, or `None` for a tool this server does not offer.
+    fn policy(&self, tool: &str) -> Option<ToolPolicy> {
+        self.policies
             .iter()
             .find(|(name, _)| name == tool)
-            .map(|(_, scope)| *scope)
+            .map(|(_, policy)| *policy)
     }
 
     /// Every tool offered, as `tools/list` shows it to a caller holding
@@ -164,23 +186,26 @@ pub(crate) fn modern(context: &RequestContext<RoleServer>) -> bool {
 }
 
 const INSTRUCTIONS: &str = "mailroom stores, scores and processes email. \
-Use messages_list to find messages (filters: status, from, since, until, q), \
-message_get for one message with its parsed view and processing history, \
-and the resources mailroom://messages/{id} (JSON) and mailroom://messages/{id}/raw (RFC 822) \
-to read them. Tools that change state say so in their annotations.";
+Find messages with messages_list (filters: status, from, since, until, q) and read one \
+with message_get or the resources mailroom://messages/{id} (JSON) and \
+mailroom://messages/{id}/raw (RFC 822); message_score explains a spam score. \
+Tools that change state say so in their annotations.";
 
 impl ServerHandler for MailroomMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
+        let capabilities = if self.messages {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
                 .enable_prompts()
                 .enable_completions()
-                .build(),
-        )
-        .with_server_info(Implementation::new("mailroom", env!("CARGO_PKG_VERSION")))
-        .with_instructions(INSTRUCTIONS)
+                .build()
+        } else {
+            ServerCapabilities::builder().enable_tools().build()
+        };
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("mailroom", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -195,8 +220,8 @@ impl ServerHandler for MailroomMcp {
             .list_all()
             .into_iter()
             .filter(|tool| {
-                self.required_scope(&tool.name)
-                    .is_some_and(|scope| caller.scopes.allows(scope))
+                self.policy(&tool.name)
+                    .is_some_and(|p| caller.scopes.allows(p.scope))
             })
             .collect();
         let mut result = ListToolsResult::with_all_items(tools);
@@ -220,7 +245,7 @@ impl ServerHandler for MailroomMcp {
     ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
         let name = request.name.to_string();
-        let Some(required) = self.required_scope(&name) else {
+        let Some(policy) = self.policy(&name) else {
             metrics::counter!(names::MCP_TOOL_CALLS_TOTAL, "tool" => "unknown", "outcome" => "unknown_tool")
                 .increment(1);
             return Err(ErrorData::invalid_params(
@@ -229,12 +254,22 @@ impl ServerHandler for MailroomMcp {
             ));
         };
         let caller = caller_of(&context);
-        let (outcome, result) = if !caller.scopes.allows(required) {
+        let (outcome, result) = if !caller.scopes.allows(policy.scope) {
             let message = format!(
-                "`{name}` needs an API key with the `{required}` scope; this key has `{}`",
-                caller.scopes
+                "`{name}` needs an API key with the `{}` scope; this key has `{}`",
+                policy.scope, caller.scopes
             );
             ("denied", Ok(tool_error(message).into()))
+        } else if let Err(refused) = caller.charge(policy.cost).await {
+            let message = match refused {
+                ChargeRefused::RateLimited { retry_after_secs } => format!(
+                    "rate limit exceeded for this API key; retry `{name}` in {retry_after_secs} s"
+                ),
+                ChargeRefused::Unavailable => {
+                    "the shared rate limiter is unreachable; try again later".to_string()
+                }
+            };
+            ("rate_limited", Ok(tool_error(message).into()))
         } else {
             let result = self
                 .tools
@@ -259,6 +294,11 @@ impl ServerHandler for MailroomMcp {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
+        if !self.messages {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::ListResourcesRequestMethod,
+            >());
+        }
         resources::list(&self.ctx, request.and_then(|r| r.cursor), modern(&context)).await
     }
 
@@ -267,6 +307,11 @@ impl ServerHandler for MailroomMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        if !self.messages {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::ListResourceTemplatesRequestMethod,
+            >());
+        }
         Ok(resources::templates(modern(&context)))
     }
 
@@ -275,6 +320,11 @@ impl ServerHandler for MailroomMcp {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if !self.messages {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::ReadResourceRequestMethod,
+            >());
+        }
         resources::read(&self.ctx, &request.uri, modern(&context))
             .await
             .map(Into::into)
@@ -285,6 +335,11 @@ impl ServerHandler for MailroomMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
+        if !self.messages {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::ListPromptsRequestMethod,
+            >());
+        }
         let mut result = ListPromptsResult::with_all_items(prompts::list());
         if modern(&context) {
             result = result
@@ -299,9 +354,20 @@ impl ServerHandler for MailroomMcp {
         request: GetPromptRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        prompts::get(&self.ctx, &request.name, request.arguments.as_ref())
-            .await
-            .map(Into::into)
+        if !self.messages {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::GetPromptRequestMethod,
+            >());
+        }
+        let scoring = self.policy("message_score").is_some();
+        prompts::get(
+            &self.ctx,
+            &request.name,
+            request.arguments.as_ref(),
+            scoring,
+        )
+        .await
+        .map(Into::into)
     }
 
     async fn complete(
@@ -309,6 +375,11 @@ impl ServerHandler for MailroomMcp {
         request: CompleteRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
+        if !self.messages {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::CompleteRequestMethod,
+            >());
+        }
         prompts::complete(&self.ctx, &request).await
     }
 }

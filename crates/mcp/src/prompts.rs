@@ -69,10 +69,13 @@ fn summary_line(m: &MessageSummary) -> String {
     )
 }
 
+/// A prompt; `scoring` says whether the score tools are offered (the
+/// prompt names only tools the agent has).
 pub async fn get(
     ctx: &McpContext,
     name: &str,
     arguments: Option<&JsonObject>,
+    scoring: bool,
 ) -> Result<GetPromptResult, ErrorData> {
     match name {
         "triage-inbox" => {
@@ -98,10 +101,15 @@ pub async fn get(
                     .collect::<Vec<_>>()
                     .join("\n")
             };
+            let score = if scoring {
+                "score it if it may be spam or phishing (message_score), then "
+            } else {
+                ""
+            };
             let text = format!(
                 "Triage these {} most recent messages from mailroom.\n\n{listing}\n\n\
                  For each message: read it (message_get, or the resource mailroom://messages/{{id}}), \
-                 score it if it may be spam or phishing (message_score), then say in one line what it is \
+                 {score}say in one line what it is \
                  (support, billing, sales, complaint, security, newsletter, notification, personal, spam), \
                  how urgent it is (now, today, later, never), and the next action. \
                  Put anything that needs a person first. Do not delete anything without asking.",

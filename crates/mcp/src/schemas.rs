@@ -112,7 +112,7 @@ pub fn reprocess_result() -> Arc<JsonObject> {
     object(
         json!({
             "requeued": { "type": "integer", "description": "messages queued again" },
-            "ids": { "type": "array", "items": { "type": "string" } },
+            "ids": { "type": "array", "items": { "type": "string" }, "description": "the messages queued again (at most 1000 shown)" },
             "processed": { "type": "integer" },
             "failed": { "type": "integer" },
             "pending": { "type": "integer", "description": "not finished when the call returned" },

@@ -17,12 +17,17 @@ use rmcp::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{caller_of, schemas, tool_error, tool_ok, MailroomMcp};
+use crate::{
+    caller_of, schemas, tool_error, tool_ok,
+    toolsets::{policy, ToolPolicy},
+    MailroomMcp,
+};
 
-pub(crate) const SCOPES: &[(&str, Scope)] = &[
-    // Scoring stores nothing: a read key may scan mail, as over REST.
-    ("message_score", Scope::Read),
-    ("score_learn", Scope::Write),
+/// As `POST /api/v1/score` (scoring stores nothing: a read key may scan
+/// mail) and `POST /api/v1/learn/{label}`.
+pub(crate) const POLICIES: &[ToolPolicy] = &[
+    policy("message_score", Scope::Read, 2),
+    policy("score_learn", Scope::Write, 5),
 ];
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -8,14 +8,33 @@ use rmcp::handler::server::tool::ToolRouter;
 
 use crate::MailroomMcp;
 
-/// One group of tools and the scope each of its tools needs. A tool
-/// missing from `scopes` needs `admin`: a new tool is born protected.
+/// One group of tools and the policy of each. A tool missing from
+/// `policies` needs `admin` and costs 10: a new tool is born protected.
 pub struct Toolset {
     pub name: &'static str,
     pub description: &'static str,
     pub tools: fn() -> ToolRouter<MailroomMcp>,
-    pub scopes: &'static [(&'static str, Scope)],
+    pub policies: &'static [ToolPolicy],
 }
+
+/// Who may call a tool, and the rate-limit tokens a call takes: those of
+/// the tool's REST twin, so an agent is limited as a curl user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolPolicy {
+    pub name: &'static str,
+    pub scope: Scope,
+    pub cost: u32,
+}
+
+pub(crate) const fn policy(name: &'static str, scope: Scope, cost: u32) -> ToolPolicy {
+    ToolPolicy { name, scope, cost }
+}
+
+const UNLISTED: fn(&str) -> ToolPolicy = |_| ToolPolicy {
+    name: "",
+    scope: Scope::Admin,
+    cost: 10,
+};
 
 /// Every toolset this build offers, in `tools/list` order.
 pub const TOOLSETS: &[Toolset] = &[
@@ -24,13 +43,13 @@ pub const TOOLSETS: &[Toolset] = &[
         description:
             "ingest, list, search, read, reprocess and delete stored messages; processing status",
         tools: MailroomMcp::email_tools,
-        scopes: crate::email::SCOPES,
+        policies: crate::email::POLICIES,
     },
     Toolset {
         name: "score",
         description: "score a message (symbols, evidence, action) and teach the model ham or spam",
         tools: MailroomMcp::score_tools,
-        scopes: crate::score::SCOPES,
+        policies: crate::score::POLICIES,
     },
 ];
 
@@ -111,8 +130,8 @@ impl ToolSelection {
         self.build().0.list_all()
     }
 
-    /// The combined router and the scope of each tool in it.
-    pub(crate) fn build(&self) -> (ToolRouter<MailroomMcp>, Vec<(String, Scope)>) {
+    /// The combined router and the policy of each tool in it.
+    pub(crate) fn build(&self) -> (ToolRouter<MailroomMcp>, Vec<(String, ToolPolicy)>) {
         let mut router = ToolRouter::new();
         let mut scopes = Vec::new();
         for toolset in TOOLSETS.iter().filter(|t| self.toolsets.contains(&t.name)) {
@@ -127,13 +146,13 @@ impl ToolSelection {
                     tools.remove_route(&tool.name);
                     continue;
                 }
-                let scope = toolset
-                    .scopes
+                let policy = toolset
+                    .policies
                     .iter()
-                    .find(|(name, _)| *name == tool.name)
-                    .map(|(_, scope)| *scope)
-                    .unwrap_or(Scope::Admin);
-                scopes.push((tool.name.to_string(), scope));
+                    .find(|p| p.name == tool.name)
+                    .copied()
+                    .unwrap_or_else(|| UNLISTED(&tool.name));
+                scopes.push((tool.name.to_string(), policy));
             }
             router.merge(tools);
         }
@@ -162,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn every_tool_has_a_scope_and_read_only_drops_writers() {
+    fn every_tool_has_a_policy_and_read_only_drops_writers() {
         let (router, scopes) = ToolSelection::all().build();
         let listed: Vec<String> = router
             .list_all()
@@ -170,14 +189,19 @@ mod tests {
             .map(|t| t.name.to_string())
             .collect();
         for toolset in TOOLSETS {
-            for (name, _) in toolset.scopes {
+            for policy in toolset.policies {
                 assert!(
-                    listed.iter().any(|l| l == name),
-                    "{name} has a scope but no tool"
+                    listed.iter().any(|l| l == policy.name),
+                    "{} has a policy but no tool",
+                    policy.name
                 );
             }
         }
         assert_eq!(scopes.len(), listed.len());
+        assert!(
+            scopes.iter().all(|(name, p)| p.name == name),
+            "every tool has its own policy"
+        );
         let (read_only, scopes) = ToolSelection::parse("all", true)
             .map(|s| s.build())
             .expect("all is a toolset list");
@@ -189,7 +213,7 @@ mod tests {
                 tool.name
             );
         }
-        assert!(scopes.iter().all(|(_, s)| *s == Scope::Read));
+        assert!(scopes.iter().all(|(_, p)| p.scope == Scope::Read));
         assert!(read_only.list_all().len() < listed.len());
     }
 }

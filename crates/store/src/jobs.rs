@@ -302,24 +302,39 @@ impl Store {
         let mut ids = query.fetch_all(&mut *tx).await?;
         if filter.statuses.contains(&MessageStatus::Processed) {
             // A processed message's job was deleted when it completed: it
-            // gets a new one. `status = 'processed'` is read inside this
-            // write transaction, so a message is never given two jobs.
-            let mut sql = String::from(
-                "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) \
-                 SELECT id, 'queued', 0, $1, $1, $1 FROM messages WHERE status = 'processed'",
-            );
+            // gets a new one. The UPDATE claims the messages first: it locks
+            // their rows and re-checks `status = 'processed'` after any
+            // concurrent claim commits, so two reprocess calls (or two
+            // servers) never give one message two jobs.
+            let mut sql =
+                String::from("UPDATE messages SET status = 'queued' WHERE status = 'processed'");
             if !filter.message_ids.is_empty() {
                 sql.push_str(&format!(
                     " AND id IN ({})",
-                    placeholders(2, filter.message_ids.len())
+                    placeholders(1, filter.message_ids.len())
                 ));
             }
-            sql.push_str(" RETURNING message_id");
-            let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now_ms);
+            sql.push_str(" RETURNING id");
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
             for id in &filter.message_ids {
                 query = query.bind(id.as_str());
             }
-            ids.extend(query.fetch_all(&mut *tx).await?);
+            let claimed = query.fetch_all(&mut *tx).await?;
+            for chunk in claimed.chunks(STEP_ROWS_PER_INSERT) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|n| format!("(${}, 'queued', 0, $1, $1, $1)", n + 2))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) VALUES {}",
+                    rows.join(", ")
+                );
+                let mut query = sqlx::query(&sql).bind(now_ms);
+                for id in chunk {
+                    query = query.bind(id.as_str());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            ids.extend(claimed);
         }
         set_message_status(&mut tx, &ids, MessageStatus::Queued).await?;
         tx.commit().await?;

@@ -229,8 +229,9 @@ impl Store {
     }
 
     /// How many of `ids` are in each status (ids that no longer exist are
-    /// not counted). Read from the primary: a caller waiting for its own
-    /// re-queued work must not see a lagging replica.
+    /// not counted). Read from the primary (SQLite: a reader; never the
+    /// single writer): a caller waiting for its own re-queued work must not
+    /// see a lagging replica.
     pub async fn status_counts(
         &self,
         ids: &[MessageId],
@@ -246,7 +247,7 @@ impl Store {
             for id in chunk {
                 query = query.bind(id.as_str());
             }
-            for (status, n) in query.fetch_all(&self.write).await? {
+            for (status, n) in query.fetch_all(self.primary()).await? {
                 let status = status
                     .parse::<MessageStatus>()
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -135,7 +135,7 @@ fn describe() {
     );
     describe_counter!(
         MCP_TOOL_CALLS_TOTAL,
-        "MCP tool calls by tool and outcome (ok, error, denied, invalid_call, unknown_tool)"
+        "MCP tool calls by tool and outcome (ok, error, denied, rate_limited, invalid_call, unknown_tool)"
     );
     describe_histogram!(
         MCP_TOOL_DURATION_SECONDS,

@@ -314,19 +314,37 @@ async fn legacy_sessions_are_capped_and_closable() {
     let metrics = app.metrics_text().await;
     assert_eq!(metric(&metrics, "mcp_sessions_active"), 2.0, "{metrics}");
 
-    // A third is refused with a JSON body while two are open…
-    let response = app
-        .client
-        .post(&url)
-        .header("Accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}))
-        .send()
-        .await
-        .expect("initialize");
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "too_many_sessions");
+    // A third is refused with a JSON body while two are open, whatever
+    // protocol version its headers name…
+    for version in [None, Some("2025-11-25"), Some(MODERN)] {
+        let mut request = app
+            .client
+            .post(&url)
+            .header("Accept", "application/json, text/event-stream");
+        if let Some(version) = version {
+            request = request.header("MCP-Protocol-Version", version);
+        }
+        let response = request
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": version.unwrap_or("2025-11-25"), "capabilities": {},
+                "clientInfo": {"name": "blackbox", "version": "1"}}}))
+            .send()
+            .await
+            .expect("initialize");
+        assert!(
+            !response.headers().contains_key("mcp-session-id"),
+            "{version:?} opened a session past the cap"
+        );
+        if response.status() == 503 {
+            assert!(response.headers().contains_key("retry-after"));
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "too_many_sessions");
+        } else {
+            assert!(version == Some(MODERN), "{version:?}: {}", response.status());
+        }
+    }
+    let metrics = app.metrics_text().await;
+    assert_eq!(metric(&metrics, "mcp_sessions_active"), 2.0, "{metrics}");
     // …while stateless 2026-07-28 requests still work.
     let (status, _) = modern_call(&app.client, &url, "tools/list", json!({})).await;
     assert_eq!(status, 200);
@@ -343,6 +361,21 @@ async fn legacy_sessions_are_capped_and_closable() {
     assert_eq!(session_list(&app.client, &url, &one).await, 404);
     let (third, _) = legacy_initialize(&app.client, &url).await;
     assert_eq!(third, 200);
+
+    // A session answers only the key that opened it.
+    send_initialized(&app.client, &url, &two).await;
+    assert_eq!(session_list(&app.client, &url, &two).await, 200);
+    let (other_key, _) = app.create_key("mcp-other", "admin", None).await;
+    let other = crate::support::client_with_key(&other_key);
+    assert_eq!(session_list(&other, &url, &two).await, 404);
+    let hijack = other
+        .delete(&url)
+        .header("Mcp-Session-Id", &two)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(hijack.status(), 404);
+    assert_eq!(session_list(&app.client, &url, &two).await, 200);
     app.stop().await;
 }
 
@@ -476,6 +509,11 @@ fn stdio_offers_the_chosen_toolsets_and_prints_only_protocol() {
     client.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
     let listed = client.answer(2);
     assert_eq!(tool_names(&listed), ["message_score"], "{listed}");
+    // Message resources and prompts come with the email toolset only.
+    assert!(initialized["result"]["capabilities"]["resources"].is_null());
+    assert!(initialized["result"]["capabilities"]["prompts"].is_null());
+    client.send(json!({"jsonrpc": "2.0", "id": 3, "method": "resources/templates/list"}));
+    assert_eq!(client.answer(3)["error"]["code"], -32601);
     // Logs went to stderr: every stdout line is a JSON-RPC message.
     for line in client.finish() {
         let message: Value = serde_json::from_str(&line)
@@ -538,31 +576,44 @@ fn a_cancelled_reprocess_stops_waiting_and_sends_nothing() {
     );
     // The first progress report says it is under way; then the client
     // gives up.
+    let started = std::time::Instant::now();
     let progress = loop {
-        let line = client.drain(Duration::from_millis(100));
-        if let Some(p) = line.iter().find(|l| l.contains("notifications/progress")) {
+        let lines = client.drain(Duration::from_millis(100));
+        if let Some(p) = lines.iter().find(|l| l.contains("notifications/progress")) {
             break p.clone();
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no progress: {:?}",
+            client.seen
+        );
     };
-    assert!(progress.contains("reprocess-1"), "{progress}");
+    let progress: Value = serde_json::from_str(&progress).expect("json");
+    assert_eq!(progress["params"]["progressToken"], "reprocess-1");
+    assert_eq!(progress["params"]["progress"], 0.0, "{progress}");
     client.send(
         json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 500, "reason": "user gave up"}}),
     );
-    // The server stays responsive and never answers the cancelled call.
+    // The server stays responsive; the cancelled call stops waiting, so
+    // neither its answer nor its final progress (1 of 1) ever comes, though
+    // the message finishes meanwhile.
     let listed = client.call(501, "messages_list", json!({}));
     assert!(listed["result"]["structuredContent"]["items"].is_array());
     let later = client.drain(Duration::from_millis(2500));
     assert!(
-        later.iter().all(|l| !l.contains("\"id\":500")),
-        "the cancelled call was answered: {later:?}"
+        later
+            .iter()
+            .all(|l| !l.contains("\"id\":500") && !l.contains("notifications/progress")),
+        "the cancelled call went on: {later:?}"
     );
-    // The message is processed anyway.
     let got = client.call(502, "message_get", json!({"id": id}));
-    assert_eq!(
-        got["result"]["structuredContent"]["status"], "processed",
-        "{got}"
-    );
+    let detail = &got["result"]["structuredContent"];
+    assert_eq!(detail["status"], "processed", "{got}");
+    let parses = detail["history"]
+        .as_array()
+        .map(|h| h.iter().filter(|s| s["stage"] == "parse").count());
+    assert_eq!(parses, Some(2), "it ran again: {got}");
     client.finish();
 }
 
@@ -579,3 +630,109 @@ fn unknown_toolsets_fail_start_up() {
     let output = crate::support::run_cli(&db, &["serve"], &[("MAILROOM_TOOLSETS", "bogus")]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_cost_what_their_rest_twins_cost() {
+    let db = TestDb::sqlite();
+    // 12 tokens, refilled one a second: one reprocess (10) fits, two do not.
+    let app = TestApp::spawn_with(
+        &db,
+        &[
+            ("rate_limit.key_burst", "12"),
+            ("rate_limit.key_per_second", "1"),
+        ],
+    )
+    .await;
+    let url = app.url("/mcp");
+    let reprocess = json!({"name": "messages_reprocess", "arguments": {"wait": false}});
+    let (_, first) = modern_call(&app.client, &url, "tools/call", reprocess.clone()).await;
+    assert_eq!(first["result"]["isError"], false, "{first}");
+    let (status, second) = modern_call(&app.client, &url, "tools/call", reprocess).await;
+    assert_eq!(status, 200, "the request itself fits in the bucket");
+    assert_eq!(second["result"]["isError"], true, "{second}");
+    assert!(
+        second["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("rate limit exceeded") && t.contains("retry")),
+        "{second}"
+    );
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "mcp_tool_calls_total{tool=\"messages_reprocess\",outcome=\"rate_limited\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+crate::backend_test!(reprocess_reruns_processed_messages, |db| async move {
+    let app = TestApp::spawn(&db).await;
+    let url = app.url("/mcp");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let raw = crate::support::email(n, "again@example.com", "Run again", "body");
+        let (_, receipt) = modern_call(
+            &app.client,
+            &url,
+            "tools/call",
+            json!({"name": "message_ingest", "arguments": {"raw": raw}}),
+        )
+        .await;
+        ids.push(
+            receipt["result"]["structuredContent"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{receipt}"))
+                .to_string(),
+        );
+    }
+    for id in &ids {
+        app.wait_for_status(id, "processed").await;
+    }
+    // Two of the three, by id: each gets one new job and runs once more.
+    let (_, result) = modern_call(
+        &app.client,
+        &url,
+        "tools/call",
+        json!({"name": "messages_reprocess", "arguments": {
+            "ids": [ids[0], ids[1]], "status": ["processed"], "timeout_seconds": 30}}),
+    )
+    .await;
+    let done = &result["result"]["structuredContent"];
+    assert_eq!(done["requeued"], 2, "{result}");
+    assert_eq!(done["processed"], 2, "{result}");
+    assert_eq!(done["pending"], 0, "{result}");
+    for (n, id) in ids.iter().enumerate() {
+        let detail = app.message(id).await;
+        let parses = detail["history"]
+            .as_array()
+            .map(|h| h.iter().filter(|s| s["stage"] == "parse").count())
+            .unwrap_or(0);
+        assert_eq!(parses, if n < 2 { 2 } else { 1 }, "{detail}");
+        assert_eq!(detail["status"], "processed");
+    }
+    // Nothing left queued: no message got two jobs.
+    let (_, status) = modern_call(
+        &app.client,
+        &url,
+        "tools/call",
+        json!({"name": "processing_status", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(
+        status["result"]["structuredContent"]["current_queue_size"], 0,
+        "{status}"
+    );
+    // Only failed, dead and processed can be re-run.
+    let (_, refused) = modern_call(
+        &app.client,
+        &url,
+        "tools/call",
+        json!({"name": "messages_reprocess", "arguments": {"status": ["queued"]}}),
+    )
+    .await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    app.stop().await;
+});
