@@ -53,6 +53,30 @@ enum Mode {
     AuthOverhead(OverheadArgs),
     /// Latency of POST /api/v1/score at a fixed offered rate (open loop).
     ScoreLoad(ScoreLoadArgs),
+    /// MCP over Streamable HTTP: tool calls/s and latency (closed loop), and
+    /// the memory a legacy session holds.
+    McpLoad(McpLoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct McpLoadArgs {
+    #[arg(long, default_value = "target/release/mailroom")]
+    bin: String,
+    /// A fresh database URL.
+    #[arg(long)]
+    database_url: String,
+    /// Messages stored before the calls (listed and fetched by the tools).
+    #[arg(long, default_value_t = 500)]
+    messages: usize,
+    /// Concurrent MCP clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds of load per workload (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Legacy (2025-11-25) sessions opened to measure their memory.
+    #[arg(long, default_value_t = 200)]
+    sessions: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -317,6 +341,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Mode::AuthOverhead(args)) => auth_overhead(args).await,
         Some(Mode::ScoreLoad(args)) => score_load(args).await,
+        Some(Mode::McpLoad(args)) => mcp_load(args).await,
         None => ingest(cli.ingest).await,
     }
 }
@@ -476,6 +501,207 @@ async fn score_load(args: ScoreLoadArgs) -> anyhow::Result<()> {
     if failures > 0 || overloaded > 0 {
         bail!("{failures} requests failed and {overloaded} were not sent (server overloaded)");
     }
+    Ok(())
+}
+
+/// One stateless 2026-07-28 request body and its headers' method and name.
+fn mcp_request(method: &str, params: Value) -> (String, Option<String>, Value) {
+    let name = params
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_string);
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "mailroom-loadgen", "version": "1"},
+    });
+    (
+        method.to_string(),
+        name,
+        json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+}
+
+/// Sends one MCP request; Ok when the answer is a result, not an error.
+async fn mcp_send(
+    client: &reqwest::Client,
+    url: &str,
+    request: &(String, Option<String>, Value),
+) -> anyhow::Result<()> {
+    let (method, name, body) = request;
+    let mut post = client
+        .post(url)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", method);
+    if let Some(name) = name {
+        post = post.header("Mcp-Name", name);
+    }
+    let response = post.json(body).send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    if status != 200 || !text.contains("\"result\"") || text.contains("\"isError\":true") {
+        bail!(
+            "{method} answered {status}: {}",
+            &text[..text.len().min(300)]
+        );
+    }
+    Ok(())
+}
+
+/// `concurrency` clients each sending `requests` in turn for `seconds`:
+/// calls/s, p50 and p99 latency (ms), server CPU per call (µs).
+async fn mcp_workload(
+    server: &Server,
+    client: &reqwest::Client,
+    requests: Arc<Vec<(String, Option<String>, Value)>>,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let url = format!("{}/mcp", server.base);
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let mut n = 0;
+    while Instant::now() < warm_until {
+        mcp_send(client, &url, &requests[n % requests.len()]).await?;
+        n += 1;
+    }
+    let cpu_before = server.cpu_seconds();
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (client, url, requests) = (client.clone(), url.clone(), Arc::clone(&requests));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = worker;
+            while Instant::now() < stop_at {
+                let t = Instant::now();
+                mcp_send(&client, &url, &requests[n % requests.len()]).await?;
+                latencies.push(t.elapsed());
+                n += concurrency;
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds() - cpu_before;
+    latencies.sort();
+    Ok(json!({
+        "calls_per_second": latencies.len() as f64 / secs,
+        "latency_ms": {"p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99)},
+        "server_cpu_us_per_call": cpu * 1e6 / latencies.len().max(1) as f64,
+    }))
+}
+
+async fn mcp_load(args: McpLoadArgs) -> anyhow::Result<()> {
+    let sessions = args.sessions.to_string();
+    let (server, _) = Server::spawn_with(
+        &args.bin,
+        &args.database_url,
+        &[],
+        &[
+            ("MAILROOM_API_KEYS", BENCH_KEY),
+            ("MAILROOM_RATE_LIMIT_KEY_PER_SECOND", "1000000"),
+            ("MAILROOM_RATE_LIMIT_KEY_BURST", "10000000"),
+            ("MAILROOM_MCP_MAX_SESSIONS", sessions.as_str()),
+        ],
+    )?;
+    let client = client_with_key(BENCH_KEY, args.concurrency)?;
+    let mut ids = Vec::with_capacity(args.messages);
+    for n in 0..args.messages {
+        let response = client
+            .post(format!("{}/api/v1/messages", server.base))
+            .header("content-type", "message/rfc822")
+            .body(message(n, 4 * 1024))
+            .send()
+            .await?
+            .error_for_status()?;
+        let v: Value = response.json().await?;
+        ids.push(v["id"].as_str().context("an id")?.to_string());
+    }
+    let drained = Instant::now();
+    loop {
+        let status: Value = client
+            .get(format!("{}/process/status", server.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if status["current_queue_size"] == 0 {
+            break;
+        }
+        if drained.elapsed() > Duration::from_secs(120) {
+            bail!("the messages were not processed in 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list_tools = Arc::new(vec![mcp_request("tools/list", json!({}))]);
+    let list_messages = Arc::new(vec![mcp_request(
+        "tools/call",
+        json!({"name": "messages_list", "arguments": {"limit": 20}}),
+    )]);
+    let get_message = Arc::new(
+        ids.iter()
+            .map(|id| {
+                mcp_request(
+                    "tools/call",
+                    json!({"name": "message_get", "arguments": {"id": id}}),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let mut workloads = serde_json::Map::new();
+    for (label, requests) in [
+        ("tools/list", list_tools),
+        ("tools/call messages_list (20)", list_messages),
+        ("tools/call message_get", get_message),
+    ] {
+        let result =
+            mcp_workload(&server, &client, requests, args.concurrency, args.seconds).await?;
+        workloads.insert(label.into(), result);
+    }
+
+    // Memory of legacy sessions: RSS before and after opening them.
+    let url = format!("{}/mcp", server.base);
+    let rss_before = server.rss_kib("VmRSS:");
+    let mut opened = 0usize;
+    for _ in 0..args.sessions {
+        let response = client
+            .post(&url)
+            .header("Accept", "application/json, text/event-stream")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "mailroom-loadgen", "version": "1"}}}),
+            )
+            .send()
+            .await?;
+        if response.headers().contains_key("mcp-session-id") {
+            opened += 1;
+        }
+        let _ = response.bytes().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = server.rss_kib("VmRSS:");
+    server.stop()?;
+    let result = json!({
+        "messages_stored": ids.len(),
+        "concurrency": args.concurrency,
+        "seconds_per_workload": args.seconds,
+        "workloads": workloads,
+        "legacy_sessions": {
+            "opened": opened,
+            "rss_kib_before": rss_before,
+            "rss_kib_after": rss_after,
+            "kib_per_session": rss_after.saturating_sub(rss_before) as f64 / opened.max(1) as f64,
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
 }
 

@@ -118,7 +118,13 @@ impl MailroomMcp {
     #[tool(
         description = "List stored messages, newest first, with optional filters; returns summaries and next_cursor for the next page.",
         output_schema = schemas::message_page(),
-        annotations(title = "List messages", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "List messages",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn messages_list(
         &self,
@@ -155,7 +161,13 @@ impl MailroomMcp {
     #[tool(
         description = "Get one message: summary, parsed view (addresses, subject, text, attachments, links), job and processing history.",
         output_schema = schemas::message_detail(),
-        annotations(title = "Get a message", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Get a message",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn message_get(
         &self,
@@ -180,7 +192,13 @@ impl MailroomMcp {
     #[tool(
         description = "Queue depth, workers and today's processing counts.",
         output_schema = schemas::processing_status(),
-        annotations(title = "Processing status", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Processing status",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn processing_status(
         &self,

@@ -104,7 +104,13 @@ impl MailroomMcp {
     #[tool(
         description = "Score a message for spam and phishing: total score, action, and every rule that fired with its points and evidence, plus the model's probability.",
         output_schema = schemas::score_report(),
-        annotations(title = "Score a message", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Score a message",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn message_score(
         &self,

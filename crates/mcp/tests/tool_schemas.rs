@@ -30,3 +30,33 @@ fn tool_descriptions_stay_short() {
     }
     assert!(total < 16_000, "tools/list is {total} bytes");
 }
+
+#[test]
+fn every_tool_states_all_four_hints_and_an_object_output() {
+    // Clients assume the worst for a hint left out (destructive, not
+    // idempotent, open world): every tool says each one.
+    for tool in ToolSelection::all().tools() {
+        let hints = tool.annotations.as_ref().expect("annotations");
+        assert!(
+            hints.read_only_hint.is_some()
+                && hints.destructive_hint.is_some()
+                && hints.idempotent_hint.is_some()
+                && hints.open_world_hint.is_some(),
+            "{}: {hints:?}",
+            tool.name
+        );
+        let output = tool.output_schema.as_ref().expect("outputSchema");
+        assert_eq!(
+            output.get("type"),
+            Some(&serde_json::json!("object")),
+            "{}",
+            tool.name
+        );
+        assert_eq!(
+            tool.input_schema.get("type"),
+            Some(&serde_json::json!("object")),
+            "{}",
+            tool.name
+        );
+    }
+}

@@ -325,9 +325,11 @@ async fn legacy_sessions_are_capped_and_closable() {
             request = request.header("MCP-Protocol-Version", version);
         }
         let response = request
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                 "protocolVersion": version.unwrap_or("2025-11-25"), "capabilities": {},
-                "clientInfo": {"name": "blackbox", "version": "1"}}}))
+                "clientInfo": {"name": "blackbox", "version": "1"}}}),
+            )
             .send()
             .await
             .expect("initialize");
@@ -340,7 +342,11 @@ async fn legacy_sessions_are_capped_and_closable() {
             let body: Value = response.json().await.expect("json");
             assert_eq!(body["error"]["code"], "too_many_sessions");
         } else {
-            assert!(version == Some(MODERN), "{version:?}: {}", response.status());
+            assert!(
+                version == Some(MODERN),
+                "{version:?}: {}",
+                response.status()
+            );
         }
     }
     let metrics = app.metrics_text().await;
@@ -736,3 +742,72 @@ crate::backend_test!(reprocess_reruns_processed_messages, |db| async move {
     assert_eq!(refused["result"]["isError"], true, "{refused}");
     app.stop().await;
 });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_page_through_every_message_and_bodies_are_bounded() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with(&db, &[("mcp.max_request_bytes", "8192")]).await;
+    let url = app.url("/mcp");
+    let mut ids = Vec::new();
+    for n in 0..55 {
+        ids.push(
+            app.ingest(crate::support::email(n, "page@example.com", "Paged", "x"))
+                .await,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let (status, page) = modern_call(&app.client, &url, "resources/list", params).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for r in page["result"]["resources"].as_array().expect("resources") {
+            seen.push(r["uri"].as_str().expect("uri").to_string());
+        }
+        match page["result"]["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "the pages never end");
+    }
+    assert_eq!(pages, 2);
+    let mut expected: Vec<String> = ids
+        .iter()
+        .map(|id| format!("mailroom://messages/{id}"))
+        .collect();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected);
+    let (_, bad) = modern_call(
+        &app.client,
+        &url,
+        "resources/list",
+        json!({"cursor": "not-a-cursor"}),
+    )
+    .await;
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+
+    // A body past mcp.max_request_bytes: 413, with a JSON body.
+    let big = "x".repeat(10_000);
+    let response = app
+        .client
+        .post(&url)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", MODERN)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "message_ingest", "arguments": {"raw": big}, "_meta": modern_meta()}}),
+        )
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    app.stop().await;
+}
