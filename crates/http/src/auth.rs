@@ -221,6 +221,7 @@ async fn check(state: AppState, mut request: Request, next: Next) -> Response {
     // actor (audit) without knowing this crate's types, and charges each
     // tool call what its REST twin costs.
     request.extensions_mut().insert(principal.scopes);
+    request.extensions_mut().insert(Arc::clone(&principal));
     if route.as_deref() == Some(crate::routes::MCP_PATH) {
         request.extensions_mut().insert(rate_charge(
             &state,

@@ -234,6 +234,7 @@ impl MailroomMcp {
     async fn message_ingest(
         &self,
         Parameters(args): Parameters<IngestArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         answer(
             async {
@@ -249,11 +250,18 @@ impl MailroomMcp {
                     }
                 };
                 let ingest = &self.ctx.ingest;
-                // Held until the message is stored, like an HTTP body.
-                let _reservation = ingest
-                    .reserve(raw.len())
-                    .await
-                    .map_err(|e| tool_error(e.to_string()))?;
+                // Held until the message is stored, like an HTTP body;
+                // over HTTP the request's body is already reserved.
+                let _reservation = if crate::http::body_reserved(&context) {
+                    None
+                } else {
+                    Some(
+                        ingest
+                            .reserve(raw.len())
+                            .await
+                            .map_err(|e| tool_error(e.to_string()))?,
+                    )
+                };
                 let receipt = ingest
                     .ingest(raw, Source::Mcp)
                     .await

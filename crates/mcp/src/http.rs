@@ -21,7 +21,7 @@ use axum::{
     Json, Router,
 };
 use futures::{Stream, StreamExt};
-use mailroom_app::Actor;
+use mailroom_app::Principal;
 use mailroom_telemetry::names;
 use rmcp::{
     model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
@@ -68,8 +68,8 @@ pub struct CappedSessions {
     inner: LocalSessionManager,
     max: usize,
     creating: tokio::sync::Mutex<()>,
-    /// Who opened each session (the key's public prefix): a session answers
-    /// only its owner, so a session id is useless to another key.
+    /// Who opened each session (the key's id): a session answers only its
+    /// owner, so a session id is useless to another key.
     owners: std::sync::Mutex<HashMap<String, String>>,
 }
 
@@ -190,6 +190,19 @@ impl SessionGauge {
 /// ones (a raw message to ingest or score) are, before rmcp reads the body.
 const UNRESERVED_BODY_BYTES: usize = 64 * 1024;
 
+/// Marks a request whose body is reserved in the ingest memory budget, so a
+/// tool does not reserve the message it carries a second time.
+#[derive(Debug, Clone, Copy)]
+struct BodyReserved;
+
+/// Whether the tool call's HTTP request body is already reserved.
+pub(crate) fn body_reserved(context: &rmcp::service::RequestContext<rmcp::RoleServer>) -> bool {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .is_some_and(|parts| parts.extensions.get::<BodyReserved>().is_some())
+}
+
 /// `/mcp` and its metadata document, to be mounted inside the API's guard.
 pub fn router<S: Clone + Send + Sync + 'static>(
     server: MailroomMcp,
@@ -250,15 +263,23 @@ pub fn router<S: Clone + Send + Sync + 'static>(
                 let reservation = match declared {
                     _ if request.method() != axum::http::Method::POST => None,
                     Some(n) if n <= UNRESERVED_BODY_BYTES => None,
-                    n => match ingest.reserve(n.unwrap_or(max_body).min(max_body)).await {
+                    // rmcp refuses it (413) without reading it.
+                    Some(n) if n > max_body => None,
+                    n => match ingest.reserve(n.unwrap_or(max_body)).await {
                         Ok(reservation) => Some(reservation),
                         Err(e) => return busy(&e.to_string()),
                     },
                 };
+                let mut request = request;
+                if reservation.is_some() {
+                    request.extensions_mut().insert(BodyReserved);
+                }
+                // The key's id (prefixes are not unique); one owner for all
+                // when authentication is off.
                 let owner = request
                     .extensions()
-                    .get::<Actor>()
-                    .map(|a| a.name.clone())
+                    .get::<Arc<Principal>>()
+                    .map(|p| p.key_id.clone())
                     .unwrap_or_default();
                 let session = request
                     .headers()

@@ -811,3 +811,72 @@ async fn resources_page_through_every_message_and_bodies_are_bounded() {
     assert!(body["error"]["message"].is_string(), "{body}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ingest_is_counted_once_in_the_memory_budget() {
+    let db = TestDb::sqlite();
+    // The budget holds exactly one largest message.
+    let app = TestApp::spawn_with(
+        &db,
+        &[
+            ("max_message_bytes", "1048576"),
+            ("ingest.max_inflight_bytes", "1048576"),
+        ],
+    )
+    .await;
+    let body = "y".repeat(700 * 1024);
+    let raw = format!("From: big@example.com\r\nSubject: big\r\n\r\n{body}\r\n");
+    let started = std::time::Instant::now();
+    let (status, receipt) = modern_call(
+        &app.client,
+        &app.url("/mcp"),
+        "tools/call",
+        json!({"name": "message_ingest", "arguments": {"raw": raw}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(receipt["result"]["isError"], false, "{receipt}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the ingest waited for memory it already held"
+    );
+    app.stop().await;
+}
+
+crate::backend_test!(
+    concurrent_reprocess_calls_run_a_message_once,
+    |db| async move {
+        let app = TestApp::spawn_with(&db, &[("fault_injection", "true")]).await;
+        let url = app.url("/mcp");
+        // Each run takes 0.8 s, so the second call arrives while the first
+        // call's run is queued or under way.
+        let raw = "From: race@example.com\r\nSubject: race\r\nX-Mailroom-Fault: delay-ms=800\r\n\r\nrace\r\n";
+        let id = app.ingest(raw.to_string()).await;
+        app.wait_for_status(&id, "processed").await;
+        let call = json!({"name": "messages_reprocess", "arguments": {
+        "ids": [id], "status": ["processed"], "wait": false}});
+        let (a, b) = tokio::join!(
+            modern_call(&app.client, &url, "tools/call", call.clone()),
+            modern_call(&app.client, &url, "tools/call", call.clone()),
+        );
+        let requeued: Vec<i64> = [&a.1, &b.1]
+            .iter()
+            .map(|r| {
+                r["result"]["structuredContent"]["requeued"]
+                    .as_i64()
+                    .unwrap_or(-1)
+            })
+            .collect();
+        assert_eq!(requeued.iter().sum::<i64>(), 1, "{requeued:?}: {a:?} {b:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.wait_for_status(&id, "processed").await;
+        // Give a second job, had there been one, time to run.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let detail = app.message(&id).await;
+        let parses = detail["history"]
+            .as_array()
+            .map(|h| h.iter().filter(|s| s["stage"] == "parse").count());
+        assert_eq!(parses, Some(2), "{detail}");
+        app.stop().await;
+    }
+);
