@@ -131,19 +131,12 @@ async fn check(state: AppState, mut request: Request, next: Next) -> Response {
             principal: None,
             ip,
         };
-        // Insecure mode opens everything; otherwise an open route grants
-        // nothing.
-        if !state.security.auth_required {
-            request.extensions_mut().insert(Scopes::admin());
-            if route.as_deref() == Some(crate::routes::MCP_PATH) {
-                request.extensions_mut().insert(rate_charge(
-                    &state,
-                    BucketScope::Ip,
-                    ip_bucket(ip),
-                ));
-            }
+        // Only /mcp is both open and MCP in insecure mode: every scope,
+        // the address's bucket.
+        if route.as_deref() == Some(crate::routes::MCP_PATH) && !state.security.auth_required {
+            let charge = rate_charge(&state, BucketScope::Ip, ip_bucket(ip));
+            for_mcp(&mut request, &caller, Scopes::admin(), charge);
         }
-        request.extensions_mut().insert(caller.actor());
         request.extensions_mut().insert(caller);
         return with_limit_headers(next.run(request).await, decision.as_ref());
     };
@@ -217,23 +210,16 @@ async fn check(state: AppState, mut request: Request, next: Next) -> Response {
     if let Some(refusal) = refusal(&decision, "this API key") {
         return with_limit_headers(refusal.into_response(), decision.as_ref());
     }
-    // The MCP server reads the scopes (which tools a key sees) and the
-    // actor (audit) without knowing this crate's types, and charges each
-    // tool call what its REST twin costs.
-    request.extensions_mut().insert(principal.scopes);
-    request.extensions_mut().insert(Arc::clone(&principal));
-    if route.as_deref() == Some(crate::routes::MCP_PATH) {
-        request.extensions_mut().insert(rate_charge(
-            &state,
-            BucketScope::Key,
-            principal.key_id.clone(),
-        ));
-    }
+    let scopes = principal.scopes;
+    let key_id = principal.key_id.clone();
     let caller = Caller {
         principal: Some(principal),
         ip,
     };
-    request.extensions_mut().insert(caller.actor());
+    if route.as_deref() == Some(crate::routes::MCP_PATH) {
+        let charge = rate_charge(&state, BucketScope::Key, key_id);
+        for_mcp(&mut request, &caller, scopes, charge);
+    }
     request.extensions_mut().insert(caller);
     with_limit_headers(next.run(request).await, decision.as_ref())
 }
@@ -290,6 +276,20 @@ pub(crate) async fn charge(state: &AppState, caller: &Caller, tokens: u32) {
                 .await
         }
     };
+}
+
+/// What the MCP server reads from a `/mcp` request without knowing this
+/// crate's types: the scopes (which tools the caller sees), the principal
+/// (who owns a session), the actor (audit), and the [`RateCharge`] that
+/// makes each tool call cost what its REST twin costs.
+fn for_mcp(request: &mut Request, caller: &Caller, scopes: Scopes, charge: RateCharge) {
+    let extensions = request.extensions_mut();
+    extensions.insert(scopes);
+    if let Some(principal) = &caller.principal {
+        extensions.insert(Arc::clone(principal));
+    }
+    extensions.insert(caller.actor());
+    extensions.insert(charge);
 }
 
 /// Charges more tokens to one bucket (see [`RateCharge`]).

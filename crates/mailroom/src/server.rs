@@ -135,7 +135,8 @@ impl Application {
                 None
             }
         };
-        let core = Core::start(&config, store.clone(), audit.clone()).await?;
+        let core = Core::start(&config, store.clone()).await?;
+        let mcp = core.mcp_context(&config, store.clone(), audit.clone());
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
@@ -178,7 +179,7 @@ impl Application {
             state,
             store,
             pool: core.pool,
-            mcp: core.mcp,
+            mcp,
             config,
         })
     }
@@ -220,7 +221,7 @@ impl Application {
                 "MCP served at /mcp"
             );
             let port = self.listener.local_addr()?.port();
-            mailroom_mcp::http_router(server, mcp_http_settings(&self.config, port, stop.clone())).0
+            mailroom_mcp::http_router(server, mcp_http_settings(&self.config, port, stop.clone()))
         } else {
             axum::Router::new()
         };
@@ -280,12 +281,10 @@ pub struct Core {
     pub scoring: Arc<ScoreService>,
     pub pool: WorkerPool,
     pub pipeline_stages: Vec<&'static str>,
-    /// The same services, for the MCP tools.
-    pub mcp: McpContext,
 }
 
 impl Core {
-    pub async fn start(config: &Config, store: Store, audit: AuditLog) -> anyhow::Result<Self> {
+    pub async fn start(config: &Config, store: Store) -> anyhow::Result<Self> {
         let wake = Arc::new(Notify::new());
         let workers = Arc::new(WorkerState::default());
         let scoring = Arc::new(
@@ -325,19 +324,6 @@ impl Core {
             config.max_inflight_bytes,
             Arc::clone(&wake),
         );
-        let mcp = McpContext {
-            store,
-            ingest: ingest.clone(),
-            wake: Arc::clone(&wake),
-            scoring: Arc::clone(&scoring),
-            audit,
-            workers: Arc::clone(&workers),
-            http_wait_limit: config
-                .security
-                .request_timeout
-                .saturating_sub(Duration::from_secs(5))
-                .max(Duration::from_secs(1)),
-        };
         Ok(Self {
             ingest,
             wake,
@@ -345,8 +331,24 @@ impl Core {
             scoring,
             pool,
             pipeline_stages: pipeline.stage_names(),
-            mcp,
         })
+    }
+
+    /// The same services, for the MCP tools.
+    pub fn mcp_context(&self, config: &Config, store: Store, audit: AuditLog) -> McpContext {
+        McpContext {
+            store,
+            ingest: self.ingest.clone(),
+            wake: Arc::clone(&self.wake),
+            scoring: Arc::clone(&self.scoring),
+            audit,
+            workers: Arc::clone(&self.workers),
+            http_wait_limit: config
+                .security
+                .request_timeout
+                .saturating_sub(Duration::from_secs(5))
+                .max(Duration::from_secs(1)),
+        }
     }
 }
 
@@ -389,8 +391,11 @@ fn mcp_http_settings(config: &Config, port: u16, shutdown: CancellationToken) ->
 pub async fn run_stdio(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let audit = AuditLog::start(store.clone());
-    let core = Core::start(&config, store.clone(), audit.clone()).await?;
-    let server = MailroomMcp::new(core.mcp, &config.mcp.tools);
+    let core = Core::start(&config, store.clone()).await?;
+    let server = MailroomMcp::new(
+        core.mcp_context(&config, store.clone(), audit.clone()),
+        &config.mcp.tools,
+    );
     info!(
         toolsets = config.mcp.tools.toolsets().join(","),
         read_only = config.mcp.tools.read_only(),

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    caller_of, schemas, tool_error, tool_ok,
+    answer, caller_of, schemas, store_failed, tool_error, tool_ok,
     toolsets::{policy, ToolPolicy},
     MailroomMcp,
 };
@@ -97,20 +97,8 @@ pub struct ReprocessArgs {
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
-/// A database failure, told to the model as a failed call (it may retry)
-/// and logged in full for the operator.
-fn store_failed(e: impl std::fmt::Display) -> CallToolResult {
-    tracing::error!(error = %e, "MCP tool: the database failed");
-    tool_error(format!("the database failed; try again later ({e})"))
-}
-
 fn parse_id(raw: &str) -> Result<MessageId, CallToolResult> {
     query::message_id(raw).map_err(|e| tool_error(format!("id: {e}")))
-}
-
-/// `Ok` and `Err` of a tool body are both answers to the model.
-fn answer(result: Result<CallToolResult, CallToolResult>) -> Result<CallToolResult, ErrorData> {
-    Ok(result.unwrap_or_else(|e| e))
 }
 
 #[tool_router(router = email_tools, vis = "pub(crate)")]

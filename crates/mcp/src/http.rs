@@ -3,7 +3,9 @@
 //! initialize. The API's guard (bearer key, scopes, rate limit) runs before
 //! any of this; here: allowed Host and Origin (rmcp checks both on every
 //! request: foreign Origin → 403), a cap on open legacy sessions, idle
-//! expiry, the request size limit. (The 401 challenge and the
+//! expiry, sessions that answer only the key that opened them, the request
+//! size limit, and large bodies counted in the ingest memory budget. (The
+//! 401 challenge and the
 //! protected-resource metadata it points to are the API server's:
 //! `mailroom-http`.)
 
@@ -21,7 +23,7 @@ use axum::{
     Json, Router,
 };
 use futures::{Stream, StreamExt};
-use mailroom_app::Principal;
+use mailroom_app::{IngestService, Principal, Reservation};
 use mailroom_telemetry::names;
 use rmcp::{
     model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
@@ -64,7 +66,7 @@ pub struct McpHttpSettings {
 /// fewer than `max` are open. Counting here, where rmcp creates sessions,
 /// catches every initialize whatever its headers say, and creation is
 /// serialised so concurrent initializes cannot overshoot the cap.
-pub struct CappedSessions {
+struct CappedSessions {
     inner: LocalSessionManager,
     max: usize,
     creating: tokio::sync::Mutex<()>,
@@ -75,7 +77,7 @@ pub struct CappedSessions {
 
 /// Why a session was not created.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+enum SessionError {
     #[error("{TOO_MANY_SESSIONS}: {0} are open")]
     TooMany(usize),
     #[error(transparent)]
@@ -93,6 +95,21 @@ impl CappedSessions {
 
     fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets `mcp_sessions_active`.
+    async fn report(&self) {
+        let open = self.open().await;
+        metrics::gauge!(names::MCP_SESSIONS_ACTIVE).set(open as f64);
+    }
+
+    /// Whether session `id` was opened by a key other than `owner`.
+    fn owned_by_other(&self, id: &str, owner: &str) -> bool {
+        self.owners().get(id).is_some_and(|opener| opener != owner)
+    }
+
+    fn record_owner(&self, id: &str, owner: String) {
+        self.owners().insert(id.to_string(), owner);
     }
 
     /// Forgets the owners of sessions that closed or expired.
@@ -170,22 +187,6 @@ impl SessionManager for CappedSessions {
     }
 }
 
-/// The number of open legacy sessions (`mcp_sessions_active`).
-#[derive(Clone)]
-pub struct SessionGauge(Arc<CappedSessions>);
-
-impl SessionGauge {
-    pub async fn open(&self) -> usize {
-        self.0.open().await
-    }
-
-    async fn report(&self) -> usize {
-        let open = self.open().await;
-        metrics::gauge!(names::MCP_SESSIONS_ACTIVE).set(open as f64);
-        open
-    }
-}
-
 /// Requests this small are not reserved in the ingest memory budget; larger
 /// ones (a raw message to ingest or score) are, before rmcp reads the body.
 const UNRESERVED_BODY_BYTES: usize = 64 * 1024;
@@ -203,11 +204,11 @@ pub(crate) fn body_reserved(context: &rmcp::service::RequestContext<rmcp::RoleSe
         .is_some_and(|parts| parts.extensions.get::<BodyReserved>().is_some())
 }
 
-/// `/mcp` and its metadata document, to be mounted inside the API's guard.
+/// `/mcp`, to be mounted inside the API's guard.
 pub fn router<S: Clone + Send + Sync + 'static>(
     server: MailroomMcp,
     settings: McpHttpSettings,
-) -> (Router<S>, SessionGauge) {
+) -> Router<S> {
     let mut inner = LocalSessionManager::default();
     inner.session_config.keep_alive = Some(settings.session_idle);
     let sessions = Arc::new(CappedSessions {
@@ -216,7 +217,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         creating: tokio::sync::Mutex::new(()),
         owners: std::sync::Mutex::new(HashMap::new()),
     });
-    let gauge = SessionGauge(Arc::clone(&sessions));
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(settings.allowed_hosts.clone())
         .with_allowed_origins(settings.allowed_origins.clone())
@@ -225,11 +225,12 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .with_max_request_body_bytes(settings.max_request_bytes)
         .with_cancellation_token(settings.shutdown.clone());
     let ingest = server.ctx.ingest.clone();
-    let service = StreamableHttpService::new(move || Ok(server.clone()), sessions, config);
+    let service =
+        StreamableHttpService::new(move || Ok(server.clone()), Arc::clone(&sessions), config);
 
-    // Idle sessions close on their own; the gauge follows them.
+    // Idle sessions close on their own; the gauge and the owners follow.
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let gauge = gauge.clone();
+        let sessions = Arc::clone(&sessions);
         let shutdown = settings.shutdown.clone();
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -237,98 +238,102 @@ pub fn router<S: Clone + Send + Sync + 'static>(
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = tick.tick() => {
-                        gauge.report().await;
-                        gauge.0.forget_closed().await;
+                        sessions.report().await;
+                        sessions.forget_closed().await;
                     }
                 }
             }
         });
     }
 
-    let guard = {
-        let gauge = gauge.clone();
-        let max = settings.max_sessions;
-        let max_body = settings.max_request_bytes;
-        move |request: Request, next: Next| {
-            let gauge = gauge.clone();
-            let ingest = ingest.clone();
-            async move {
-                // A large body is counted in the ingest memory budget before
-                // rmcp buffers it, as an upload to the REST API is.
-                let declared = request
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok());
-                let reservation = match declared {
-                    _ if request.method() != axum::http::Method::POST => None,
-                    Some(n) if n <= UNRESERVED_BODY_BYTES => None,
-                    // rmcp refuses it (413) without reading it.
-                    Some(n) if n > max_body => None,
-                    n => match ingest.reserve(n.unwrap_or(max_body)).await {
-                        Ok(reservation) => Some(reservation),
-                        Err(e) => return busy(&e.to_string()),
-                    },
+    let guard = move |request: Request, next: Next| {
+        let (sessions, ingest) = (Arc::clone(&sessions), ingest.clone());
+        async move {
+            let (request, reservation) =
+                match reserve_body(request, &ingest, settings.max_request_bytes).await {
+                    Ok(reserved) => reserved,
+                    Err(busy) => return busy,
                 };
-                let mut request = request;
-                if reservation.is_some() {
-                    request.extensions_mut().insert(BodyReserved);
-                }
-                // The key's id (prefixes are not unique); one owner for all
-                // when authentication is off.
-                let owner = request
-                    .extensions()
-                    .get::<Arc<Principal>>()
-                    .map(|p| p.key_id.clone())
-                    .unwrap_or_default();
-                let session = request
+            // The key's id (prefixes are not unique); one owner for all when
+            // authentication is off.
+            let owner = request
+                .extensions()
+                .get::<Arc<Principal>>()
+                .map(|p| p.key_id.clone())
+                .unwrap_or_default();
+            let session = request
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if session
+                .as_deref()
+                .is_some_and(|id| sessions.owned_by_other(id, &owner))
+            {
+                // As rmcp answers an unknown session.
+                return rpc_error(StatusCode::NOT_FOUND, -32600, "Session not found");
+            }
+            let response = next.run(request).await;
+            if session.is_none() {
+                if let Some(opened) = response
                     .headers()
                     .get("mcp-session-id")
                     .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                if let Some(id) = &session {
-                    let owned_by_other = gauge
-                        .0
-                        .owners()
-                        .get(id)
-                        .is_some_and(|opener| *opener != owner);
-                    if owned_by_other {
-                        // As rmcp answers an unknown session.
-                        return rpc_error(StatusCode::NOT_FOUND, -32600, "Session not found");
-                    }
+                {
+                    sessions.record_owner(opened, owner);
                 }
-                let response = next.run(request).await;
-                if session.is_none() {
-                    if let Some(opened) = response
-                        .headers()
-                        .get("mcp-session-id")
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        gauge.0.owners().insert(opened.to_string(), owner);
-                    }
-                }
-                gauge.report().await;
-                let response = json_errors(response, max).await;
-                match reservation {
-                    None => response,
-                    // Held until the answer is sent: the tool holds the
-                    // message until then.
-                    Some(reservation) => {
-                        let (parts, body) = response.into_parts();
-                        let body = body.into_data_stream().map(move |chunk| {
-                            let _held = &reservation;
-                            chunk
-                        });
-                        Response::from_parts(parts, axum::body::Body::from_stream(body))
-                    }
+            }
+            sessions.report().await;
+            let response = json_errors(response, sessions.max).await;
+            match reservation {
+                None => response,
+                // Held until the answer is sent: the tool holds the message
+                // until then.
+                Some(reservation) => {
+                    let (parts, body) = response.into_parts();
+                    let body = body.into_data_stream().map(move |chunk| {
+                        let _held = &reservation;
+                        chunk
+                    });
+                    Response::from_parts(parts, axum::body::Body::from_stream(body))
                 }
             }
         }
     };
-    let router = Router::new()
+    Router::new()
         .route_service(PATH, service)
-        .layer(middleware::from_fn(guard));
-    (router, gauge)
+        .layer(middleware::from_fn(guard))
+}
+
+/// A large POST body is counted in the ingest memory budget before rmcp
+/// buffers it, as an upload to the REST API is; the request is marked so
+/// the tool does not count the message again. `Err`: the budget is spent.
+async fn reserve_body(
+    mut request: Request,
+    ingest: &IngestService,
+    max_body: usize,
+) -> Result<(Request, Option<Reservation>), Response> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let reservation = match declared {
+        _ if request.method() != axum::http::Method::POST => None,
+        Some(n) if n <= UNRESERVED_BODY_BYTES => None,
+        // rmcp refuses it (413) without reading it.
+        Some(n) if n > max_body => None,
+        n => Some(
+            ingest
+                .reserve(n.unwrap_or(max_body))
+                .await
+                .map_err(|e| busy(&e.to_string()))?,
+        ),
+    };
+    if reservation.is_some() {
+        request.extensions_mut().insert(BodyReserved);
+    }
+    Ok((request, reservation))
 }
 
 /// rmcp answers transport-level refusals (foreign Origin or Host, bad

@@ -44,7 +44,7 @@ use rmcp::{
 use serde_json::Value;
 use tokio::sync::Notify;
 
-pub use http::{router as http_router, McpHttpSettings, SessionGauge};
+pub use http::{router as http_router, McpHttpSettings};
 pub use toolsets::{ToolPolicy, ToolSelection, ToolsetError};
 
 /// What the tools work with: the same services the REST API uses.
@@ -171,6 +171,27 @@ pub enum McpError {
 /// output schema, which describes success.
 pub(crate) fn tool_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+/// A database failure during a tool call, told to the model as a failed
+/// call (it may retry) and logged in full for the operator.
+pub(crate) fn store_failed(e: impl std::fmt::Display) -> CallToolResult {
+    tracing::error!(error = %e, "MCP tool: the database failed");
+    tool_error(format!("the database failed; try again later ({e})"))
+}
+
+/// A database failure outside tools (resources, prompts, completion): a
+/// protocol error, logged.
+pub(crate) fn database_error(e: mailroom_store::StoreError) -> ErrorData {
+    tracing::error!(error = %e, "MCP: the database failed");
+    ErrorData::internal_error(format!("the database failed: {e}"), None)
+}
+
+/// A tool body's `Ok` and `Err` are both answers to the model.
+pub(crate) fn answer(
+    result: Result<CallToolResult, CallToolResult>,
+) -> Result<CallToolResult, ErrorData> {
+    Ok(result.unwrap_or_else(|e| e))
 }
 
 /// A tool's answer: the JSON as structured content and as text.

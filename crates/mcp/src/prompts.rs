@@ -10,7 +10,7 @@ use rmcp::model::{
 };
 use rmcp::ErrorData;
 
-use crate::McpContext;
+use crate::{database_error, McpContext};
 
 const STATUSES: [&str; 5] = ["queued", "processing", "processed", "failed", "dead"];
 const TRIAGE_DEFAULT: u32 = 20;
@@ -55,10 +55,6 @@ fn argument<'a>(arguments: Option<&'a JsonObject>, name: &str) -> Option<&'a str
         .filter(|v| !v.is_empty())
 }
 
-fn database(e: mailroom_store::StoreError) -> ErrorData {
-    ErrorData::internal_error(format!("the database failed: {e}"), None)
-}
-
 fn summary_line(m: &MessageSummary) -> String {
     format!(
         "- id {} | {} | from {} | subject {}",
@@ -91,7 +87,11 @@ pub async fn get(
             }
             .filter()
             .map_err(|e| ErrorData::invalid_params(e.0, None))?;
-            let page = ctx.store.list_messages(&filter).await.map_err(database)?;
+            let page = ctx
+                .store
+                .list_messages(&filter)
+                .await
+                .map_err(database_error)?;
             let listing = if page.items.is_empty() {
                 "(no messages match)".to_string()
             } else {
@@ -129,7 +129,7 @@ pub async fn get(
                 .store
                 .message(&id)
                 .await
-                .map_err(database)?
+                .map_err(database_error)?
                 .ok_or_else(|| {
                     ErrorData::invalid_params(format!("no message with id {id}"), None)
                 })?;
@@ -186,7 +186,11 @@ pub async fn complete(
         }
         .filter()
         .map_err(|e| ErrorData::invalid_params(e.0, None))?;
-        let page = ctx.store.list_messages(&filter).await.map_err(database)?;
+        let page = ctx
+            .store
+            .list_messages(&filter)
+            .await
+            .map_err(database_error)?;
         page.items
             .iter()
             .map(|m| m.id.to_string())

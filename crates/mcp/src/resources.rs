@@ -12,7 +12,7 @@ use rmcp::model::{
 };
 use rmcp::ErrorData;
 
-use crate::McpContext;
+use crate::{database_error, McpContext};
 
 const PREFIX: &str = "mailroom://messages/";
 const PAGE: u32 = 50;
@@ -48,7 +48,7 @@ pub async fn list(
         .store
         .list_messages(&filter)
         .await
-        .map_err(|e| ErrorData::internal_error(format!("the database failed: {e}"), None))?;
+        .map_err(database_error)?;
     let mut result = ListResourcesResult::with_all_items(page.items.iter().map(resource).collect());
     result.next_cursor = page.next.map(|id| id.to_string());
     if modern {
@@ -97,15 +97,12 @@ pub async fn read(
         None => (rest, false),
     };
     let id = query::message_id(id).map_err(|_| not_found(uri))?;
-    let database = |e: mailroom_store::StoreError| {
-        ErrorData::internal_error(format!("the database failed: {e}"), None)
-    };
     let contents = if raw {
         let bytes = ctx
             .store
             .raw_message(&id)
             .await
-            .map_err(database)?
+            .map_err(database_error)?
             .ok_or_else(|| not_found(uri))?;
         // Mail is mostly text; 8-bit bodies that are not UTF-8 go as a blob.
         match String::from_utf8(bytes) {
@@ -121,7 +118,7 @@ pub async fn read(
             .store
             .message(&id)
             .await
-            .map_err(database)?
+            .map_err(database_error)?
             .ok_or_else(|| not_found(uri))?;
         ResourceContents::text(query::detail_json(&record).to_string(), uri)
             .with_mime_type("application/json")

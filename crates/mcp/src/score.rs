@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    caller_of, schemas, tool_error, tool_ok,
+    answer, caller_of, schemas, store_failed, tool_error, tool_ok,
     toolsets::{policy, ToolPolicy},
     MailroomMcp,
 };
@@ -68,7 +68,7 @@ impl MailroomMcp {
                     .store
                     .raw_message(&id)
                     .await
-                    .map_err(|e| tool_error(format!("the database failed: {e}")))?
+                    .map_err(store_failed)?
                     .ok_or_else(|| tool_error(format!("no message with id {id}")))?
             }
             _ => return Err(tool_error("give exactly one of `raw` and `id`")),
@@ -130,7 +130,7 @@ impl MailroomMcp {
             Ok(tool_ok(serde_json::to_value(report).unwrap_or_default()))
         }
         .await;
-        Ok(result.unwrap_or_else(|e| e))
+        answer(result)
     }
 
     #[tool(
@@ -172,10 +172,10 @@ impl MailroomMcp {
                     Some(json!({ "model": info.version, "online_updates": info.online_updates, "surface": "mcp" })),
                 ))
                 .await
-                .map_err(|e| tool_error(format!("the database failed: {e}")))?;
+                .map_err(store_failed)?;
             Ok(tool_ok(mailroom_app::learned_json(label, &info)))
         }
         .await;
-        Ok(result.unwrap_or_else(|e| e))
+        answer(result)
     }
 }

@@ -320,20 +320,8 @@ impl Store {
                 query = query.bind(id.as_str());
             }
             let claimed = query.fetch_all(&mut *tx).await?;
-            for chunk in claimed.chunks(STEP_ROWS_PER_INSERT) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|n| format!("(${}, 'queued', 0, $1, $1, $1)", n + 2))
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) VALUES {}",
-                    rows.join(", ")
-                );
-                let mut query = sqlx::query(&sql).bind(now_ms);
-                for id in chunk {
-                    query = query.bind(id.as_str());
-                }
-                query.execute(&mut *tx).await?;
-            }
+            let jobs: Vec<(&str, i64)> = claimed.iter().map(|id| (id.as_str(), now_ms)).collect();
+            insert_queued_jobs(&mut tx, &jobs).await?;
             ids.extend(claimed);
         }
         set_message_status(&mut tx, &ids, MessageStatus::Queued).await?;
@@ -495,6 +483,32 @@ async fn set_message_status(
         let mut query = sqlx::query(&sql).bind(status.as_str());
         for id in chunk {
             query = query.bind(id.as_str());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// New queued jobs, one per (message id, time); the time is when the job
+/// runs, and when it was created and updated.
+pub(crate) async fn insert_queued_jobs(
+    tx: &mut Transaction<'static, Any>,
+    jobs: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    for chunk in jobs.chunks(STEP_ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let (id, at) = (1 + i * 2, 2 + i * 2);
+                format!("(${id}, 'queued', 0, ${at}, ${at}, ${at})")
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, at) in chunk {
+            query = query.bind(*id).bind(*at);
         }
         query.execute(&mut **tx).await?;
     }

@@ -2,7 +2,7 @@ use mailroom_domain::{MessageId, MessageStatus, MessageView, ProcessingStep, Ste
 use sqlx::{any::AnyRow, Row};
 
 use crate::{
-    jobs::{placeholders, value_rows},
+    jobs::{insert_queued_jobs, placeholders, value_rows},
     sealing::{view_aad, StoredRaw},
     Store, StoreError,
 };
@@ -143,21 +143,11 @@ impl Store {
                     .bind(new.raw.key_id.as_deref());
             }
             query.execute(&mut *tx).await?;
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let (id, at) = (1 + i * 2, 2 + i * 2);
-                    format!("(${id}, 'queued', 0, ${at}, ${at}, ${at})")
-                })
+            let jobs: Vec<(&str, i64)> = chunk
+                .iter()
+                .map(|new| (new.id.as_str(), new.received_at_ms))
                 .collect();
-            let sql = format!(
-                "INSERT INTO jobs (message_id, state, attempts, run_at, created_at, updated_at) VALUES {}",
-                rows.join(", ")
-            );
-            let mut query = sqlx::query(&sql);
-            for new in chunk {
-                query = query.bind(new.id.as_str()).bind(new.received_at_ms);
-            }
-            query.execute(&mut *tx).await?;
+            insert_queued_jobs(&mut tx, &jobs).await?;
         }
         // Duplicates resolve to the id already stored under their hash.
         let duplicates: Vec<&str> = batch

@@ -5,11 +5,9 @@ use mailroom_store::AuditFilter;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{
-    extract::ApiQuery,
-    json::{limit_param, rfc3339, text_param, time_param},
-    ApiError, AppState,
-};
+use mailroom_app::query::{limit_param, text_param, time_param};
+
+use crate::{extract::ApiQuery, json::rfc3339, ApiError, AppState};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

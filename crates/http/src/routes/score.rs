@@ -13,7 +13,7 @@ use axum::{
     http::HeaderMap,
     Extension, Json,
 };
-use mailroom_app::{actions, AuditLog, Reservation, ScoringError};
+use mailroom_app::{actions, query::text_param, AuditLog, Reservation, ScoringError};
 use mailroom_domain::{Action, ScoreReport};
 use mailroom_score::{Envelope, Label, ScoreError};
 use serde::Serialize;
@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use crate::{
     auth::Caller,
     extract::ApiQuery,
-    json::text_param,
     routes::messages::{check_raw_content_type, read_raw_body},
     ApiError, AppState,
 };
