@@ -14,6 +14,8 @@ pub enum Source {
     Api,
     Import,
     Mcp,
+    /// Fetched from Microsoft Graph after a notification or a delta catch-up.
+    Graph,
 }
 
 impl Source {
@@ -22,6 +24,7 @@ impl Source {
             Source::Api => "api",
             Source::Import => "import",
             Source::Mcp => "mcp",
+            Source::Graph => "graph",
         }
     }
 }

@@ -73,6 +73,7 @@ async fn setup() -> Setup {
             ..SecuritySettings::default()
         }),
         scoring: Arc::clone(&scoring),
+        health_extras: None,
     };
     let limiter = RateLimiter::new(LimiterConfig {
         key: Quota {

@@ -109,13 +109,20 @@ async fn check(state: AppState, mut request: Request, next: Next) -> Response {
     let ip = client_ip(peer, request.headers(), &state.security.trusted_proxies);
     let required = match rule.access {
         _ if !state.security.auth_required => None,
-        Access::Open => None,
+        Access::Open | Access::Notification => None,
         Access::Ops if state.security.ops_open => None,
         Access::Ops => Some(Scope::Read),
         Access::Scope(scope) => Some(scope),
     };
 
     let Some(required) = required else {
+        if rule.access == Access::Notification {
+            request.extensions_mut().insert(Caller {
+                principal: None,
+                ip,
+            });
+            return next.run(request).await;
+        }
         // Probes must not depend on Redis: they are limited in this
         // process only. Open API routes (insecure mode) use the shared
         // buckets like any other request.

@@ -24,4 +24,4 @@ pub use auth::Caller;
 pub use error::ApiError;
 pub use routes::{router, router_with, MCP_PATH};
 pub use serve::{serve, ServeLimits};
-pub use state::{AppState, SecuritySettings};
+pub use state::{AppState, HealthExtras, SecuritySettings};

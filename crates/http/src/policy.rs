@@ -15,6 +15,12 @@ pub enum Access {
     /// loopback binds), else `read`.
     Ops,
     Scope(Scope),
+    /// Microsoft Graph's change notifications: no key (Graph cannot send
+    /// one; each item's clientState is checked instead) and no address
+    /// bucket (Graph delivers bursts from shared addresses, and a refused
+    /// notification is a lost one). Bounded by the body limit and the
+    /// item limit.
+    Notification,
 }
 
 /// A route's protection.
@@ -65,6 +71,11 @@ pub fn of(method: &Method, route: Option<&str>) -> RoutePolicy {
         // key sees only read-only tools). Every message costs a token, so
         // tool calls are rate-limited like REST calls.
         ("POST" | "GET" | "DELETE", "/mcp") => needs(Read, 1),
+        ("POST", "/webhook" | "/webhook/lifecycle") => RoutePolicy {
+            access: Access::Notification,
+            cost: 0,
+        },
+        ("GET", "/api/v1/subscriptions") => needs(Read, 1),
         ("GET", "/health/detailed" | "/metrics") => RoutePolicy {
             access: Access::Ops,
             cost: 1,

@@ -24,7 +24,20 @@ pub struct AppState {
     pub security: Arc<SecuritySettings>,
     /// The scorer and the live model.
     pub scoring: Arc<ScoreService>,
+    /// More components of `/health/detailed` (the mailbox sources'),
+    /// from adapters this crate does not know.
+    pub health_extras: Option<HealthExtras>,
 }
+
+/// Produces extra `/health/detailed` components: (name, component JSON
+/// with a `status`). An unhealthy or degraded one makes the whole report
+/// degraded, never unhealthy: the server still takes mail in other ways.
+pub type HealthExtras = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Vec<(String, serde_json::Value)>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// How the surface is protected (resolved from configuration).
 #[derive(Debug, Clone)]

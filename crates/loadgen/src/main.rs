@@ -32,6 +32,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod graph_load;
+
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -56,6 +58,10 @@ enum Mode {
     /// MCP over Streamable HTTP: tool calls/s and latency (closed loop), and
     /// the memory a legacy session holds.
     McpLoad(McpLoadArgs),
+    /// Microsoft 365 source against the Graph simulator: webhook
+    /// acknowledgements under a notification burst, exactly-once
+    /// processing, notification-to-processed latency.
+    GraphLoad(graph_load::GraphLoadArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,7 +203,17 @@ impl Server {
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<(Self, Duration)> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
+        Self::spawn_at(bin, port, database_url, flags, env)
+    }
+
+    fn spawn_at(
+        bin: &str,
+        port: u16,
+        database_url: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(Self, Duration)> {
         let started = Instant::now();
         let mut command = Command::new(bin);
         command
@@ -272,6 +288,10 @@ impl Server {
     }
 }
 
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// utime + stime of a process from /proc/PID/stat, in seconds (USER_HZ = 100).
 fn cpu_seconds_of(pid: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -342,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::AuthOverhead(args)) => auth_overhead(args).await,
         Some(Mode::ScoreLoad(args)) => score_load(args).await,
         Some(Mode::McpLoad(args)) => mcp_load(args).await,
+        Some(Mode::GraphLoad(args)) => graph_load::run(args).await,
         None => ingest(cli.ingest).await,
     }
 }

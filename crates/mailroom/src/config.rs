@@ -141,6 +141,84 @@ pub const KEYS: &[Key] = &[
         help: "settings profile the pipeline scores with ([score.profiles.NAME])",
     },
     Key {
+        name: "graph.tenant_id",
+        aliases: &[],
+        default: None,
+        help: "Microsoft Entra tenant id; with client_id, client_secret and mailboxes it turns the Microsoft 365 source on",
+    },
+    Key {
+        name: "graph.client_id",
+        aliases: &[],
+        default: None,
+        help: "application (client) id of the app registration",
+    },
+    Key {
+        name: "graph.client_secret",
+        aliases: &[],
+        default: None,
+        help: "secret: the app registration's client secret",
+    },
+    Key {
+        name: "graph.mailboxes",
+        aliases: &[],
+        default: None,
+        help: "comma-separated user ids or UPNs whose Inbox is watched",
+    },
+    Key {
+        name: "graph.notification_url",
+        aliases: &[],
+        default: None,
+        help: "public URL of this server's /webhook, as Graph reaches it",
+    },
+    Key {
+        name: "graph.lifecycle_url",
+        aliases: &[],
+        default: None,
+        help: "public URL for lifecycle notifications (default: the notification URL)",
+    },
+    Key {
+        name: "graph.base_url",
+        aliases: &[],
+        default: Some("https://graph.microsoft.com/v1.0"),
+        help: "Graph API root (point it at a simulator to try things locally)",
+    },
+    Key {
+        name: "graph.login_url",
+        aliases: &[],
+        default: Some("https://login.microsoftonline.com"),
+        help: "Entra ID token endpoint root",
+    },
+    Key {
+        name: "graph.subscription_minutes",
+        aliases: &[],
+        default: Some("10070"),
+        help: "lifetime asked for each subscription (Outlook messages allow at most 10080)",
+    },
+    Key {
+        name: "graph.renew_before_minutes",
+        aliases: &[],
+        default: Some("2880"),
+        help: "renew a subscription when less than this remains",
+    },
+    Key {
+        name: "graph.lease_seconds",
+        aliases: &[],
+        default: Some("30"),
+        help: "owner lease of the subscription work: how soon another replica takes over from a dead one",
+    },
+    Key {
+        name: "graph.resync_hours",
+        aliases: &[],
+        default: Some("24"),
+        help: "how far back a first sync or a full resync (expired delta link) reaches",
+    },
+    Key {
+        name: "graph.fetchers",
+        aliases: &[],
+        default: Some("8"),
+        help: "messages downloaded from Graph at once (each mailbox also stays within Graph's 4 concurrent requests)",
+    },
+    Key {
         name: "mcp.enabled",
         aliases: &[],
         default: Some("true"),
@@ -358,6 +436,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "redis_url",
     "encryption.data_key",
     "encryption.previous_keys",
+    "graph.client_secret",
 ];
 
 /// Whether `name` holds a secret.
@@ -652,6 +731,7 @@ impl Layers {
             security: resolve_security(&mut r),
             score: self.resolve_score(&mut r),
             mcp: resolve_mcp(&mut r),
+            graph: resolve_graph(&mut r),
         };
         if let (Some(one), Some(all)) = (config.max_message_bytes, config.max_inflight_bytes) {
             if all < one {
@@ -815,6 +895,93 @@ fn resolve_mcp(r: &mut Resolver<'_>) -> Option<McpConfig> {
         max_request_bytes: max_request_bytes? as usize,
         public_url,
     })
+}
+
+/// `[graph]`: `Some(None)` when the source is not configured at all, a
+/// problem for each missing piece when it is half configured.
+fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSettings>> {
+    let identity = [
+        "graph.tenant_id",
+        "graph.client_id",
+        "graph.client_secret",
+        "graph.mailboxes",
+        "graph.notification_url",
+    ];
+    let given: Vec<Option<String>> = identity.iter().map(|k| r.string(k)).collect();
+    let subscription_minutes = r.ranged("graph.subscription_minutes", 2, 10_080);
+    let renew_before = r.ranged("graph.renew_before_minutes", 1, 10_079);
+    let lease = r.ranged("graph.lease_seconds", 2, 3600);
+    let resync = r.ranged("graph.resync_hours", 1, 24 * 365);
+    let fetchers = r.ranged("graph.fetchers", 1, 256);
+    let base_url = r.string("graph.base_url");
+    let login_url = r.string("graph.login_url");
+    let lifecycle_url = r.string("graph.lifecycle_url");
+    if given.iter().all(Option::is_none) {
+        return Some(None);
+    }
+    for (key, value) in identity.iter().zip(&given) {
+        if value.is_none() {
+            r.problem(
+                key,
+                "is required once any graph.* identity setting is set".into(),
+            );
+        }
+    }
+    for (key, url) in [
+        ("graph.notification_url", given[4].as_ref()),
+        ("graph.lifecycle_url", lifecycle_url.as_ref()),
+        ("graph.base_url", base_url.as_ref()),
+        ("graph.login_url", login_url.as_ref()),
+    ] {
+        if let Some(url) = url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                r.problem(key, format!("`{url}` is not an http(s) URL"));
+            }
+        }
+    }
+    let mut values = given.into_iter();
+    let (tenant, client, secret, mailboxes, notification_url) = (
+        values.next()??,
+        values.next()??,
+        values.next()??,
+        values.next()??,
+        values.next()??,
+    );
+    let mailboxes: Vec<String> = mailboxes
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if mailboxes.is_empty() {
+        r.problem("graph.mailboxes", "names no mailbox".into());
+        return None;
+    }
+    let (minutes, renew) = (subscription_minutes?, renew_before?);
+    if renew >= minutes {
+        r.problem(
+            "graph.renew_before_minutes",
+            format!("{renew} is not shorter than graph.subscription_minutes ({minutes})"),
+        );
+        return None;
+    }
+    let mut settings = mailroom_graph::GraphSettings::new(
+        tenant,
+        client,
+        mailroom_graph::Credential::Secret(Secret::new(secret)),
+        mailboxes,
+        notification_url,
+    );
+    if let Some(url) = lifecycle_url {
+        settings.lifecycle_url = url;
+    }
+    settings.base_url = base_url?;
+    settings.login_url = login_url?;
+    settings.subscription_lifetime = Duration::from_secs(minutes * 60);
+    settings.renew_before = Duration::from_secs(renew * 60);
+    settings.lease_ttl = Duration::from_secs(lease?);
+    settings.resync_window = Duration::from_secs(resync? * 3600);
+    settings.fetchers = fetchers? as usize;
+    Some(Some(settings))
 }
 
 fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
@@ -1155,6 +1322,7 @@ struct PartialConfig {
     security: Option<SecurityConfig>,
     score: Option<ScoreSettings>,
     mcp: Option<McpConfig>,
+    graph: Option<Option<mailroom_graph::GraphSettings>>,
 }
 
 /// Scoring: the rules and the live model file.
@@ -1188,6 +1356,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub score: ScoreSettings,
     pub mcp: McpConfig,
+    /// The Microsoft 365 source, when configured.
+    pub graph: Option<mailroom_graph::GraphSettings>,
     /// Every setting, secrets masked: compared between starts to audit
     /// configuration changes.
     pub fingerprint: BTreeMap<String, String>,
@@ -1214,6 +1384,7 @@ impl PartialConfig {
             security: self.security?,
             score: self.score?,
             mcp: self.mcp?,
+            graph: self.graph?,
             fingerprint: BTreeMap::new(),
         })
     }

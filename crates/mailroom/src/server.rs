@@ -14,7 +14,8 @@ use mailroom_app::{
     actions, AuditLog, IngestService, IssuedKey, KeyService, Pipeline, ScoreService, ScoreStage,
     WorkerConfig, WorkerPool, WorkerState,
 };
-use mailroom_http::{AppState, SecuritySettings, ServeLimits};
+use mailroom_graph::GraphSource;
+use mailroom_http::{AppState, HealthExtras, SecuritySettings, ServeLimits};
 use mailroom_mcp::{MailroomMcp, McpContext, McpHttpSettings};
 use mailroom_ratelimit::{LimiterConfig, RateLimiter};
 use mailroom_security::{DataKey, Keyring};
@@ -86,6 +87,9 @@ pub struct Application {
     pool: WorkerPool,
     /// What the `/mcp` endpoint serves.
     mcp: McpContext,
+    /// The Microsoft 365 source, when configured.
+    graph: Option<Arc<GraphSource>>,
+    ingest: IngestService,
     config: Config,
 }
 
@@ -140,6 +144,26 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
+        let instance = uuid::Uuid::now_v7().to_string();
+        let graph = match &config.graph {
+            Some(settings) => Some(Arc::new(
+                GraphSource::new(
+                    settings.clone(),
+                    store.clone(),
+                    format!("{}/{}", std::process::id(), instance),
+                )
+                .context("Microsoft 365 source")?,
+            )),
+            None => None,
+        };
+        let health_extras = graph.as_ref().map(|source| {
+            let source = Arc::clone(source);
+            let extras: HealthExtras = Arc::new(move || {
+                let source = Arc::clone(&source);
+                Box::pin(async move { source.health().await })
+            });
+            extras
+        });
         let state = AppState {
             ingest: core.ingest.clone(),
             store: store.clone(),
@@ -161,6 +185,7 @@ impl Application {
                 public_url: config.mcp.public_url.clone(),
             }),
             scoring: Arc::clone(&core.scoring),
+            health_extras,
         };
         info!(
             addr = %listener.local_addr()?,
@@ -171,7 +196,6 @@ impl Application {
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "listening"
         );
-        let instance = uuid::Uuid::now_v7().to_string();
         report_keyring(&store, &instance).await;
         Ok(Self {
             instance,
@@ -180,6 +204,8 @@ impl Application {
             store,
             pool: core.pool,
             mcp,
+            graph,
+            ingest: core.ingest,
             config,
         })
     }
@@ -225,6 +251,10 @@ impl Application {
         } else {
             axum::Router::new()
         };
+        let mounted = match &self.graph {
+            Some(source) => mounted.merge(mailroom_graph::router(Arc::clone(source))),
+            None => mounted,
+        };
         let router = mailroom_http::router_with(self.state, mounted);
         let limits = ServeLimits {
             trusted_proxies: self.config.security.trusted_proxies.clone(),
@@ -236,7 +266,20 @@ impl Application {
             limits,
             stop.clone(),
         ));
+        // After the webhook is served: creating a subscription makes Graph
+        // call it.
+        let graph = self.graph.as_ref().map(|source| {
+            info!(
+                mailboxes = source.client().settings().mailboxes.len(),
+                webhook = %source.client().settings().notification_url,
+                "Microsoft 365 source started"
+            );
+            source.start(self.ingest.clone(), self.config.retry)
+        });
         stop.cancelled().await;
+        if let Some(tasks) = graph {
+            tasks.shutdown().await;
+        }
         // HTTP and workers drain together, under one deadline: no new
         // requests, no new jobs, and at most one grace period in all.
         info!(

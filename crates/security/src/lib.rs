@@ -22,4 +22,4 @@ pub use duration::parse_duration;
 pub use error::SecurityError;
 pub use keyring::{DataKey, KeyId, Keyring, SealedBlob};
 pub use scope::{Scope, Scopes};
-pub use secret::Secret;
+pub use secret::{random_hex, Secret};

@@ -29,6 +29,15 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
+/// `bytes` bytes from the operating system's CSPRNG, hex-encoded: shared
+/// secrets we hand to peers (a Graph subscription's clientState).
+pub fn random_hex(bytes: usize) -> String {
+    use aes_gcm::aead::{rand_core::RngCore, OsRng};
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ mod keys;
 mod messages;
 mod rotation;
 mod sealing;
+mod sources;
 mod state;
 mod stats;
 
@@ -37,5 +38,9 @@ pub use jobs::{CompletedJob, FailedJob, JobInfo, LeasedJob, RequeueFilter};
 pub use messages::{
     InsertOutcome, ListFilter, MessagePage, MessageRecord, MessageSummary, NewMessage,
     MAX_SEARCH_SCAN_ROWS,
+};
+pub use sources::{
+    GraphSubscriptionRecord, LeasedNotification, LifecycleEventRecord, NotificationCounts,
+    NotifiedMessage,
 };
 pub use stats::{ProcessingStats, QueueStats};

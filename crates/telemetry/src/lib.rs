@@ -31,6 +31,12 @@ pub mod names {
     pub const MCP_TOOL_CALLS_TOTAL: &str = "mcp_tool_calls_total";
     pub const MCP_TOOL_DURATION_SECONDS: &str = "mcp_tool_duration_seconds";
     pub const MCP_SESSIONS_ACTIVE: &str = "mcp_sessions_active";
+    pub const GRAPH_API_REQUESTS_TOTAL: &str = "graph_api_requests_total";
+    pub const GRAPH_API_ERRORS_TOTAL: &str = "graph_api_errors_total";
+    pub const GRAPH_API_REQUEST_DURATION_SECONDS: &str = "graph_api_request_duration_seconds";
+    pub const WEBHOOK_REQUESTS_TOTAL: &str = "webhook_requests_total";
+    pub const WEBHOOK_NOTIFICATIONS_TOTAL: &str = "webhook_notifications_total";
+    pub const GRAPH_FETCHES_TOTAL: &str = "graph_fetches_total";
 }
 
 /// Log output format.
@@ -141,6 +147,31 @@ fn describe() {
         MCP_TOOL_DURATION_SECONDS,
         Unit::Seconds,
         "MCP tool call latency by tool"
+    );
+    describe_counter!(
+        GRAPH_API_REQUESTS_TOTAL,
+        "Microsoft Graph requests by operation and HTTP status (each attempt)"
+    );
+    describe_counter!(
+        GRAPH_API_ERRORS_TOTAL,
+        "Microsoft Graph failures by operation and reason (throttled, server, network, auth, client)"
+    );
+    describe_histogram!(
+        GRAPH_API_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Microsoft Graph request latency by operation"
+    );
+    describe_counter!(
+        WEBHOOK_REQUESTS_TOTAL,
+        "Graph webhook POSTs by outcome (validation, accepted, rejected, invalid, unavailable)"
+    );
+    describe_counter!(
+        WEBHOOK_NOTIFICATIONS_TOTAL,
+        "Graph notification items by outcome (queued, duplicate, bad_client_state, unknown_subscription, lifecycle, unusable)"
+    );
+    describe_counter!(
+        GRAPH_FETCHES_TOTAL,
+        "Notified messages fetched from Graph by outcome (ingested, duplicate, gone, retry, dead)"
     );
     describe_gauge!(
         MCP_SESSIONS_ACTIVE,

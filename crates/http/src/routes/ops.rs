@@ -112,22 +112,33 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
     // overall status (start-up logs warn about it loudly).
     let statuses = [&database, &queue, &workers, &rate_limiter]
         .map(|c| c["status"].as_str().unwrap_or("unhealthy").to_string());
+    let extras = match &state.health_extras {
+        Some(extras) => extras().await,
+        None => Vec::new(),
+    };
+    let extras_degraded = extras
+        .iter()
+        .any(|(_, c)| matches!(c["status"].as_str(), Some("unhealthy" | "degraded")));
     let overall = if statuses.iter().any(|s| s == "unhealthy") {
         "unhealthy"
-    } else if statuses.iter().any(|s| s == "degraded") {
+    } else if extras_degraded || statuses.iter().any(|s| s == "degraded") {
         "degraded"
     } else {
         "healthy"
     };
+    let mut components = json!({
+        "database": database, "queue": queue, "workers": workers,
+        "rate_limiter": rate_limiter, "encryption": encryption, "auth": auth,
+    });
+    for (name, component) in extras {
+        components[name] = component;
+    }
     let body = json!({
         "status": overall,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "encryption": encryption["status"],
-        "components": {
-            "database": database, "queue": queue, "workers": workers,
-            "rate_limiter": rate_limiter, "encryption": encryption, "auth": auth,
-        },
+        "components": components,
     });
     let code = if overall == "unhealthy" {
         StatusCode::SERVICE_UNAVAILABLE

@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod crash;
 mod encryption;
+mod graph;
 mod hostile;
 mod mcp;
 mod mcp_clients;
