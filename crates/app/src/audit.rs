@@ -48,6 +48,7 @@ pub mod actions {
     pub const PROCESS_TRIGGER: &str = "process.trigger";
     pub const DATA_KEY_RESEAL: &str = "data_key.reseal";
     pub const MODEL_LEARN: &str = "model.learn";
+    pub const SUBMISSION_RETRY: &str = "submission.retry";
 }
 
 /// Most refused-authentication events waiting to be written; past it they

@@ -75,7 +75,8 @@ pub fn of(method: &Method, route: Option<&str>) -> RoutePolicy {
             access: Access::Notification,
             cost: 0,
         },
-        ("GET", "/api/v1/subscriptions") => needs(Read, 1),
+        ("GET", "/api/v1/subscriptions" | "/api/v1/submissions") => needs(Read, 1),
+        ("POST", "/api/v1/submissions/retry") => needs(Admin, 5),
         ("GET", "/health/detailed" | "/metrics") => RoutePolicy {
             access: Access::Ops,
             cost: 1,

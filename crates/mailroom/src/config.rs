@@ -219,6 +219,48 @@ pub const KEYS: &[Key] = &[
         help: "messages downloaded from Graph at once (each mailbox also stays within Graph's 4 concurrent requests)",
     },
     Key {
+        name: "submission.endpoints",
+        aliases: &[],
+        default: None,
+        help: "comma-separated URLs each processed message's result is POSTed to (signed JSON)",
+    },
+    Key {
+        name: "submission.secret",
+        aliases: &[],
+        default: None,
+        help: "secret: the HMAC-SHA256 key of the X-Mailroom-Signature header (required with endpoints)",
+    },
+    Key {
+        name: "submission.max_attempts",
+        aliases: &[],
+        default: Some("8"),
+        help: "delivery attempts before a submission is dead",
+    },
+    Key {
+        name: "submission.backoff_base_ms",
+        aliases: &[],
+        default: Some("1000"),
+        help: "first retry delay of a submission, doubled per attempt (+ jitter)",
+    },
+    Key {
+        name: "submission.backoff_max_ms",
+        aliases: &[],
+        default: Some("600000"),
+        help: "longest retry delay of a submission",
+    },
+    Key {
+        name: "submission.timeout_seconds",
+        aliases: &[],
+        default: Some("10"),
+        help: "time an endpoint has to answer one submission",
+    },
+    Key {
+        name: "submission.concurrency",
+        aliases: &[],
+        default: Some("8"),
+        help: "submissions in flight at once",
+    },
+    Key {
         name: "mcp.enabled",
         aliases: &[],
         default: Some("true"),
@@ -437,6 +479,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "encryption.data_key",
     "encryption.previous_keys",
     "graph.client_secret",
+    "submission.secret",
 ];
 
 /// Whether `name` holds a secret.
@@ -732,6 +775,7 @@ impl Layers {
             score: self.resolve_score(&mut r),
             mcp: resolve_mcp(&mut r),
             graph: resolve_graph(&mut r),
+            submission: resolve_submission(&mut r),
         };
         if let (Some(one), Some(all)) = (config.max_message_bytes, config.max_inflight_bytes) {
             if all < one {
@@ -982,6 +1026,47 @@ fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSet
     settings.resync_window = Duration::from_secs(resync? * 3600);
     settings.fetchers = fetchers? as usize;
     Some(Some(settings))
+}
+
+/// `[submission]`: `Some(None)` without endpoints.
+fn resolve_submission(r: &mut Resolver<'_>) -> Option<Option<mailroom_submit::SubmitSettings>> {
+    let endpoints = r.list("submission.endpoints");
+    let secret = r.string("submission.secret");
+    let max_attempts = r.ranged("submission.max_attempts", 1, 100);
+    let base = r.ranged("submission.backoff_base_ms", 1, 86_400_000);
+    let max = r.ranged("submission.backoff_max_ms", 1, 604_800_000);
+    let timeout = r.ranged("submission.timeout_seconds", 1, 600);
+    let concurrency = r.ranged("submission.concurrency", 1, 256);
+    if endpoints.is_empty() {
+        return Some(None);
+    }
+    for url in &endpoints {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            r.problem(
+                "submission.endpoints",
+                format!("`{url}` is not an http(s) URL"),
+            );
+        }
+    }
+    let Some(secret) = secret else {
+        r.problem(
+            "submission.secret",
+            "is required with submission.endpoints (it signs every delivery)".into(),
+        );
+        return None;
+    };
+    let base = base?;
+    Some(Some(mailroom_submit::SubmitSettings {
+        endpoints,
+        secret: Secret::new(secret),
+        retry: RetryPolicy {
+            max_attempts: max_attempts? as u32,
+            base_delay: Duration::from_millis(base),
+            max_delay: Duration::from_millis(max?.max(base)),
+        },
+        timeout: Duration::from_secs(timeout?),
+        concurrency: concurrency? as usize,
+    }))
 }
 
 fn resolve_security(r: &mut Resolver<'_>) -> Option<SecurityConfig> {
@@ -1323,6 +1408,7 @@ struct PartialConfig {
     score: Option<ScoreSettings>,
     mcp: Option<McpConfig>,
     graph: Option<Option<mailroom_graph::GraphSettings>>,
+    submission: Option<Option<mailroom_submit::SubmitSettings>>,
 }
 
 /// Scoring: the rules and the live model file.
@@ -1358,6 +1444,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// The Microsoft 365 source, when configured.
     pub graph: Option<mailroom_graph::GraphSettings>,
+    /// Downstream submission, when endpoints are configured.
+    pub submission: Option<mailroom_submit::SubmitSettings>,
     /// Every setting, secrets masked: compared between starts to audit
     /// configuration changes.
     pub fingerprint: BTreeMap<String, String>,
@@ -1385,6 +1473,7 @@ impl PartialConfig {
             score: self.score?,
             mcp: self.mcp?,
             graph: self.graph?,
+            submission: self.submission?,
             fingerprint: BTreeMap::new(),
         })
     }

@@ -89,6 +89,7 @@ pub struct Application {
     mcp: McpContext,
     /// The Microsoft 365 source, when configured.
     graph: Option<Arc<GraphSource>>,
+    submitter: Option<Background>,
     ingest: IngestService,
     config: Config,
 }
@@ -156,14 +157,10 @@ impl Application {
             )),
             None => None,
         };
-        let health_extras = graph.as_ref().map(|source| {
-            let source = Arc::clone(source);
-            let extras: HealthExtras = Arc::new(move || {
-                let source = Arc::clone(&source);
-                Box::pin(async move { source.health().await })
-            });
-            extras
-        });
+        let health_extras = health_extras(
+            graph.clone(),
+            config.submission.is_some().then(|| store.clone()),
+        );
         let state = AppState {
             ingest: core.ingest.clone(),
             store: store.clone(),
@@ -203,6 +200,7 @@ impl Application {
             state,
             store,
             pool: core.pool,
+            submitter: core.submitter,
             mcp,
             graph,
             ingest: core.ingest,
@@ -289,6 +287,9 @@ impl Application {
         let grace = self.config.shutdown_grace;
         let (drained, http) =
             tokio::join!(self.pool.shutdown(grace), tokio::time::timeout(grace, http));
+        if let Some(submitter) = self.submitter {
+            submitter.stop().await;
+        }
         if drained {
             info!("workers drained");
         } else {
@@ -315,6 +316,38 @@ impl Application {
     }
 }
 
+/// The `/health/detailed` components of the optional parts: the Microsoft
+/// 365 source's, and the downstream outbox (`degraded` while a delivery is
+/// dead).
+fn health_extras(graph: Option<Arc<GraphSource>>, outbox: Option<Store>) -> Option<HealthExtras> {
+    if graph.is_none() && outbox.is_none() {
+        return None;
+    }
+    Some(Arc::new(move || {
+        let (graph, outbox) = (graph.clone(), outbox.clone());
+        Box::pin(async move {
+            let mut components = match &graph {
+                Some(source) => source.health().await,
+                None => Vec::new(),
+            };
+            if let Some(store) = outbox {
+                let component = match store.submission_counts().await {
+                    Ok(c) => json!({
+                        "status": if c.dead > 0 { "degraded" } else { "healthy" },
+                        "latency_ms": 0.0,
+                        "queued": c.queued, "leased": c.leased, "delivered": c.delivered, "dead": c.dead,
+                    }),
+                    Err(e) => {
+                        json!({"status": "unhealthy", "latency_ms": 0.0, "error": e.to_string()})
+                    }
+                };
+                components.push(("downstream_submissions".to_string(), component));
+            }
+            components
+        })
+    }))
+}
+
 /// The services every long-running command shares (`serve`, `mcp`): the
 /// scorer, ingest and the worker pool processing the queue.
 pub struct Core {
@@ -324,6 +357,21 @@ pub struct Core {
     pub scoring: Arc<ScoreService>,
     pub pool: WorkerPool,
     pub pipeline_stages: Vec<&'static str>,
+    /// Delivers results downstream, when endpoints are configured.
+    pub submitter: Option<Background>,
+}
+
+/// A background task and the token that stops it.
+pub struct Background {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
 }
 
 impl Core {
@@ -348,8 +396,32 @@ impl Core {
         if config.fault_injection {
             warn!("fault injection is ON: X-Mailroom-Fault headers can fail or delay processing; never enable this in production");
         }
+        // Results are queued for downstream delivery in the transaction
+        // that records them (the outbox).
+        let worker_store = match &config.submission {
+            Some(s) => store.clone().with_outbox(s.endpoints.clone()),
+            None => store.clone(),
+        };
+        let submitter = match &config.submission {
+            Some(settings) => {
+                let submitter = Arc::new(
+                    mailroom_submit::Submitter::new(store.clone(), settings.clone())
+                        .context("downstream submission")?,
+                );
+                info!(
+                    endpoints = settings.endpoints.len(),
+                    "downstream submission on"
+                );
+                let stop = CancellationToken::new();
+                Some(Background {
+                    handle: tokio::spawn(submitter.run(stop.clone())),
+                    stop,
+                })
+            }
+            None => None,
+        };
         let pool = WorkerPool::start(
-            store.clone(),
+            worker_store,
             pipeline.clone(),
             WorkerConfig {
                 workers: config.workers,
@@ -374,6 +446,7 @@ impl Core {
             scoring,
             pool,
             pipeline_stages: pipeline.stage_names(),
+            submitter,
         })
     }
 
@@ -446,6 +519,9 @@ pub async fn run_stdio(config: Config) -> anyhow::Result<()> {
     );
     let served = server.serve_stdio().await;
     let drained = core.pool.shutdown(config.shutdown_grace).await;
+    if let Some(submitter) = core.submitter {
+        submitter.stop().await;
+    }
     if !drained {
         warn!("grace period over; unfinished jobs will be retried when their lease expires");
     }

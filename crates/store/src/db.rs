@@ -82,6 +82,9 @@ pub struct Store {
     separate_read: bool,
     /// The data keys sealing mail at rest (none: stored in the clear).
     pub(crate) sealing: Arc<Sealing>,
+    /// Downstream endpoints each processed message is queued for, in the
+    /// transaction recording its result (the outbox).
+    pub(crate) outbox: Arc<Vec<String>>,
 }
 
 /// Result of a health probe of the database.
@@ -115,6 +118,7 @@ impl Store {
                     gate: Arc::new(WriteGate::new(true)),
                     separate_read: true,
                     sealing: Arc::default(),
+                    outbox: Arc::default(),
                 })
             }
             Backend::Postgres => {
@@ -137,6 +141,7 @@ impl Store {
                     gate: Arc::new(WriteGate::new(false)),
                     separate_read: options.read_url.is_some(),
                     sealing: Arc::default(),
+                    outbox: Arc::default(),
                 })
             }
         }
@@ -150,6 +155,13 @@ impl Store {
             Backend::Sqlite => &self.read,
             Backend::Postgres => &self.write,
         }
+    }
+
+    /// Queues every processed message for these endpoints (URLs) from
+    /// now on.
+    pub fn with_outbox(mut self, endpoints: Vec<String>) -> Self {
+        self.outbox = Arc::new(endpoints);
+        self
     }
 
     pub fn backend(&self) -> Backend {

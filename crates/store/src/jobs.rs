@@ -226,6 +226,11 @@ impl Store {
             .flat_map(|(item, _)| item.steps.iter().map(|s| (&item.job.message_id, s)))
             .collect();
         insert_steps(&mut tx, &steps).await?;
+        let processed: Vec<(&str, i64)> = ours
+            .iter()
+            .map(|(item, _)| (item.job.message_id.as_str(), item.finished_at_ms))
+            .collect();
+        crate::submissions::queue_in(&mut tx, &self.outbox, &processed).await?;
         tx.commit().await?;
         Ok(recorded)
     }

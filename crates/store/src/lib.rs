@@ -26,6 +26,7 @@ mod sealing;
 mod sources;
 mod state;
 mod stats;
+mod submissions;
 
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditPage};
 pub use keys::{ApiKeyRecord, NewApiKey};
@@ -44,3 +45,4 @@ pub use sources::{
     NotifiedMessage,
 };
 pub use stats::{ProcessingStats, QueueStats};
+pub use submissions::{LeasedSubmission, SubmissionCounts, SubmissionInfo, SubmissionOutcome};

@@ -523,7 +523,7 @@ impl Store {
     pub async fn delete_message(&self, id: &MessageId) -> Result<bool, StoreError> {
         let _turn = self.gate.urgent().await;
         let mut tx = self.write.begin().await?;
-        for table in ["processing_steps", "jobs", "message_raw"] {
+        for table in ["processing_steps", "jobs", "message_raw", "submissions"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE message_id = $1"))
                 .bind(id.as_str())
                 .execute(&mut *tx)

@@ -37,6 +37,8 @@ pub mod names {
     pub const WEBHOOK_REQUESTS_TOTAL: &str = "webhook_requests_total";
     pub const WEBHOOK_NOTIFICATIONS_TOTAL: &str = "webhook_notifications_total";
     pub const GRAPH_FETCHES_TOTAL: &str = "graph_fetches_total";
+    pub const API_SUBMISSIONS_TOTAL: &str = "api_submissions_total";
+    pub const API_SUBMISSION_DURATION_SECONDS: &str = "api_submission_duration_seconds";
 }
 
 /// Log output format.
@@ -172,6 +174,15 @@ fn describe() {
     describe_counter!(
         GRAPH_FETCHES_TOTAL,
         "Notified messages fetched from Graph by outcome (ingested, duplicate, gone, retry, dead)"
+    );
+    describe_counter!(
+        API_SUBMISSIONS_TOTAL,
+        "Downstream submission attempts by outcome (delivered, retry, dead)"
+    );
+    describe_histogram!(
+        API_SUBMISSION_DURATION_SECONDS,
+        Unit::Seconds,
+        "Downstream submission request latency"
     );
     describe_gauge!(
         MCP_SESSIONS_ACTIVE,

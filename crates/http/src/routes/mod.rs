@@ -3,6 +3,7 @@ mod keys;
 mod messages;
 mod ops;
 mod score;
+mod submissions;
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -63,6 +64,8 @@ pub fn router_with(state: AppState, mounted: Router<AppState>) -> Router {
             post(keys::rotate).layer(DefaultBodyLimit::max(keys::BODY_LIMIT)),
         )
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/submissions", get(submissions::list))
+        .route("/api/v1/submissions/retry", post(submissions::retry))
         .route("/api/v1/score", post(score::score))
         .route("/checkv2", post(score::checkv2))
         .route("/api/v1/learn/{label}", post(score::learn))

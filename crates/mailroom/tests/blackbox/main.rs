@@ -19,3 +19,4 @@ mod protection_cli;
 mod queue;
 mod ratelimit;
 mod score;
+mod submission;
