@@ -16,6 +16,8 @@ pub enum Source {
     Mcp,
     /// Fetched from Microsoft Graph after a notification or a delta catch-up.
     Graph,
+    /// Fetched from an IMAP mailbox.
+    Imap,
 }
 
 impl Source {
@@ -25,6 +27,7 @@ impl Source {
             Source::Import => "import",
             Source::Mcp => "mcp",
             Source::Graph => "graph",
+            Source::Imap => "imap",
         }
     }
 }

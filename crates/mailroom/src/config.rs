@@ -261,6 +261,30 @@ pub const KEYS: &[Key] = &[
         help: "submissions in flight at once",
     },
     Key {
+        name: "imap.accounts",
+        aliases: &[],
+        default: None,
+        help: "secret: comma-separated mailbox URLs to watch: imaps://USER:PASSWORD@HOST[:PORT][/MAILBOX], imap+starttls://… or imap://… (loopback only); percent-encode , @ : / in user and password",
+    },
+    Key {
+        name: "imap.poll_seconds",
+        aliases: &[],
+        default: Some("60"),
+        help: "how often a server without IDLE is checked",
+    },
+    Key {
+        name: "imap.idle_minutes",
+        aliases: &[],
+        default: Some("25"),
+        help: "longest IDLE before it is renewed (RFC 2177: under 29)",
+    },
+    Key {
+        name: "imap.ca_file",
+        aliases: &[],
+        default: None,
+        help: "PEM file of extra CA certificates trusted for IMAP TLS (a private CA)",
+    },
+    Key {
         name: "mcp.enabled",
         aliases: &[],
         default: Some("true"),
@@ -480,6 +504,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "encryption.previous_keys",
     "graph.client_secret",
     "submission.secret",
+    "imap.accounts",
 ];
 
 /// Whether `name` holds a secret.
@@ -776,6 +801,7 @@ impl Layers {
             mcp: resolve_mcp(&mut r),
             graph: resolve_graph(&mut r),
             submission: resolve_submission(&mut r),
+            imap: resolve_imap(&mut r),
         };
         if let (Some(one), Some(all)) = (config.max_message_bytes, config.max_inflight_bytes) {
             if all < one {
@@ -1026,6 +1052,34 @@ fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSet
     settings.resync_window = Duration::from_secs(resync? * 3600);
     settings.fetchers = fetchers? as usize;
     Some(Some(settings))
+}
+
+/// `[imap]`: `Some(None)` without accounts. A bad URL is reported by its
+/// position, never by its text (it holds a password).
+fn resolve_imap(r: &mut Resolver<'_>) -> Option<Option<mailroom_imap::ImapSettings>> {
+    let poll = r.ranged("imap.poll_seconds", 1, 86_400);
+    let idle = r.ranged("imap.idle_minutes", 1, 28);
+    let ca_file = r.string("imap.ca_file").map(PathBuf::from);
+    let raw = r.list("imap.accounts");
+    if raw.is_empty() {
+        return Some(None);
+    }
+    let mut accounts = Vec::new();
+    for (i, url) in raw.iter().enumerate() {
+        match mailroom_imap::Account::parse(url) {
+            Ok(a) => accounts.push(a),
+            Err(e) => r.problem("imap.accounts", format!("account {}: {e}", i + 1)),
+        }
+    }
+    if accounts.len() != raw.len() {
+        return None;
+    }
+    Some(Some(mailroom_imap::ImapSettings {
+        accounts,
+        poll_interval: Duration::from_secs(poll?),
+        idle_timeout: Duration::from_secs(idle? * 60),
+        ca_file,
+    }))
 }
 
 /// `[submission]`: `Some(None)` without endpoints.
@@ -1409,6 +1463,7 @@ struct PartialConfig {
     mcp: Option<McpConfig>,
     graph: Option<Option<mailroom_graph::GraphSettings>>,
     submission: Option<Option<mailroom_submit::SubmitSettings>>,
+    imap: Option<Option<mailroom_imap::ImapSettings>>,
 }
 
 /// Scoring: the rules and the live model file.
@@ -1446,6 +1501,8 @@ pub struct Config {
     pub graph: Option<mailroom_graph::GraphSettings>,
     /// Downstream submission, when endpoints are configured.
     pub submission: Option<mailroom_submit::SubmitSettings>,
+    /// IMAP mailboxes watched, when configured.
+    pub imap: Option<mailroom_imap::ImapSettings>,
     /// Every setting, secrets masked: compared between starts to audit
     /// configuration changes.
     pub fingerprint: BTreeMap<String, String>,
@@ -1474,6 +1531,7 @@ impl PartialConfig {
             mcp: self.mcp?,
             graph: self.graph?,
             submission: self.submission?,
+            imap: self.imap?,
             fingerprint: BTreeMap::new(),
         })
     }

@@ -266,6 +266,21 @@ impl Application {
         ));
         // After the webhook is served: creating a subscription makes Graph
         // call it.
+        let imap = match &self.config.imap {
+            Some(settings) => {
+                info!(accounts = settings.accounts.len(), "IMAP source started");
+                Some(
+                    mailroom_imap::start(
+                        settings.clone(),
+                        self.store.clone(),
+                        self.ingest.clone(),
+                        stop.clone(),
+                    )
+                    .context("IMAP source")?,
+                )
+            }
+            None => None,
+        };
         let graph = self.graph.as_ref().map(|source| {
             info!(
                 mailboxes = source.client().settings().mailboxes.len(),
@@ -277,6 +292,10 @@ impl Application {
         stop.cancelled().await;
         if let Some(tasks) = graph {
             tasks.shutdown().await;
+        }
+        if let Some(mut tasks) = imap {
+            // Each watcher logs out when stopped.
+            while tasks.join_next().await.is_some() {}
         }
         // HTTP and workers drain together, under one deadline: no new
         // requests, no new jobs, and at most one grace period in all.

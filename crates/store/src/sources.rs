@@ -536,3 +536,41 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// An IMAP account's (UIDVALIDITY, last ingested UID).
+    pub async fn imap_state(&self, account: &str) -> Result<Option<(u32, u32)>, StoreError> {
+        let row = sqlx::query("SELECT uid_validity, last_uid FROM imap_state WHERE account = $1")
+            .bind(account)
+            .fetch_optional(self.primary())
+            .await?;
+        row.map(|r| {
+            let validity: i64 = r.try_get("uid_validity")?;
+            let last: i64 = r.try_get("last_uid")?;
+            Ok((validity as u32, last as u32))
+        })
+        .transpose()
+    }
+
+    /// Records how far an IMAP account's mailbox was read.
+    pub async fn set_imap_state(
+        &self,
+        account: &str,
+        uid_validity: u32,
+        last_uid: u32,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _turn = self.gate.urgent().await;
+        sqlx::query(
+            "INSERT INTO imap_state (account, uid_validity, last_uid, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account) DO UPDATE SET uid_validity = excluded.uid_validity, last_uid = excluded.last_uid, updated_at = excluded.updated_at",
+        )
+        .bind(account)
+        .bind(i64::from(uid_validity))
+        .bind(i64::from(last_uid))
+        .bind(now_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}

@@ -37,6 +37,8 @@ pub mod names {
     pub const WEBHOOK_REQUESTS_TOTAL: &str = "webhook_requests_total";
     pub const WEBHOOK_NOTIFICATIONS_TOTAL: &str = "webhook_notifications_total";
     pub const GRAPH_FETCHES_TOTAL: &str = "graph_fetches_total";
+    pub const IMAP_MESSAGES_TOTAL: &str = "imap_messages_total";
+    pub const IMAP_ERRORS_TOTAL: &str = "imap_errors_total";
     pub const API_SUBMISSIONS_TOTAL: &str = "api_submissions_total";
     pub const API_SUBMISSION_DURATION_SECONDS: &str = "api_submission_duration_seconds";
 }
@@ -174,6 +176,14 @@ fn describe() {
     describe_counter!(
         GRAPH_FETCHES_TOTAL,
         "Notified messages fetched from Graph by outcome (ingested, duplicate, gone, retry, dead)"
+    );
+    describe_counter!(
+        IMAP_MESSAGES_TOTAL,
+        "IMAP messages fetched by outcome (ingested, duplicate, rejected)"
+    );
+    describe_counter!(
+        IMAP_ERRORS_TOTAL,
+        "IMAP sessions that failed (connection, login, protocol) by account"
     );
     describe_counter!(
         API_SUBMISSIONS_TOTAL,

@@ -12,6 +12,7 @@ mod crash;
 mod encryption;
 mod graph;
 mod hostile;
+mod imap;
 mod mcp;
 mod mcp_clients;
 mod ops;
