@@ -13,6 +13,7 @@ mod clock;
 mod error;
 mod ingest;
 mod keys;
+mod leased;
 mod pipeline;
 pub mod query;
 mod requeue;
@@ -24,6 +25,7 @@ mod worker;
 pub use audit::{actions, Actor, AuditLog};
 pub use charge::{ChargeFuture, ChargeRefused, RateCharge};
 pub use keys::{AuthFailure, IssuedKey, KeyError, KeyInfo, KeyService, Principal, CACHE_TTL};
+pub use leased::run_leased;
 pub use requeue::requeue_and_wake;
 pub use reseal::{
     reseal_all, ResealProgress, ResealSummary, KEYRING_REPORT_EVERY, KEYRING_REPORT_STALE,

@@ -5,11 +5,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mailroom_app::{now_ms, IngestError, IngestService, Source};
+use mailroom_app::{now_ms, run_leased, IngestError, IngestService, Source};
 use mailroom_domain::RetryPolicy;
 use mailroom_store::{LeasedNotification, Store};
 use mailroom_telemetry::names;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -36,50 +35,32 @@ enum Fetched {
 impl Fetcher {
     /// Runs until `stop`, with `settings.fetchers` downloads in flight.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let slots = self.client.settings().fetchers.max(1);
         let token = uuid::Uuid::now_v7().to_string();
-        let mut running: JoinSet<()> = JoinSet::new();
-        loop {
-            let room = slots - running.len();
-            let leased = if room > 0 {
-                match self
-                    .store
+        let lease = |room: usize| {
+            let (this, token) = (Arc::clone(&self), token.clone());
+            async move {
+                this.store
                     .lease_notified(
                         &token,
                         room as u32,
                         now_ms(),
                         LEASE.as_millis() as i64,
-                        self.client.settings().fetch_attempts,
+                        this.client.settings().fetch_attempts,
                     )
                     .await
-                {
-                    Ok(leased) => leased,
-                    Err(e) => {
+                    .unwrap_or_else(|e| {
                         warn!(error = %e, "cannot lease notified messages");
                         Vec::new()
-                    }
-                }
-            } else {
-                Vec::new()
-            };
-            let got = leased.len();
-            for item in leased {
-                let this = Arc::clone(&self);
-                let token = token.clone();
-                running.spawn(async move { this.one(item, &token).await });
+                    })
             }
-            if got > 0 && running.len() < slots {
-                continue;
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                Some(_) = running.join_next(), if !running.is_empty() => {}
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
-            }
-        }
-        // Downloads in flight finish or their lease brings them back.
-        running.abort_all();
+        };
+        let work = |item: LeasedNotification| {
+            let (this, token) = (Arc::clone(&self), token.clone());
+            async move { this.one(item, &token).await }
+        };
+        let slots = self.client.settings().fetchers;
+        let wake = Some(Arc::clone(&self.wake));
+        run_leased(slots, lease, work, wake, IDLE_POLL, stop).await;
     }
 
     async fn one(&self, item: LeasedNotification, token: &str) {

@@ -1551,6 +1551,75 @@ mod tests {
     }
 
     #[test]
+    fn mailbox_sources_resolve_and_name_what_is_missing() {
+        let none = Layers::load(None, &env_of(&[])).resolve().expect("valid");
+        assert!(none.graph.is_none() && none.imap.is_none() && none.submission.is_none());
+
+        let half = Layers::load(None, &env_of(&[("MAILROOM_GRAPH_TENANT_ID", "t")]))
+            .resolve()
+            .expect_err("half a Graph configuration");
+        for key in [
+            "graph.client_id",
+            "graph.client_secret",
+            "graph.mailboxes",
+            "graph.notification_url",
+        ] {
+            assert!(
+                half.iter().any(|p| p.key == key),
+                "{key} not reported: {half:?}"
+            );
+        }
+
+        let env = env_of(&[
+            ("MAILROOM_GRAPH_TENANT_ID", "t"),
+            ("MAILROOM_GRAPH_CLIENT_ID", "c"),
+            ("MAILROOM_GRAPH_CLIENT_SECRET", "graph-secret-value"),
+            ("MAILROOM_GRAPH_MAILBOXES", "a@x.test, b@x.test"),
+            (
+                "MAILROOM_GRAPH_NOTIFICATION_URL",
+                "https://mail.x.test/webhook",
+            ),
+            (
+                "MAILROOM_IMAP_ACCOUNTS",
+                "imaps://u:imap-secret-value@imap.x.test/INBOX",
+            ),
+            ("MAILROOM_SUBMISSION_ENDPOINTS", "https://sink.x.test/hook"),
+            ("MAILROOM_SUBMISSION_SECRET", "hmac-secret-value"),
+        ]);
+        let c = Layers::load(None, &env).resolve().expect("valid");
+        let graph = c.graph.expect("graph");
+        assert_eq!(graph.mailboxes, ["a@x.test", "b@x.test"]);
+        assert_eq!(graph.lifecycle_url, "https://mail.x.test/webhook");
+        assert_eq!(graph.base_url, "https://graph.microsoft.com/v1.0");
+        assert_eq!(c.imap.expect("imap").accounts[0].host, "imap.x.test");
+        assert_eq!(c.submission.expect("submission").endpoints.len(), 1);
+        let printed = format!("{:?}", c.fingerprint);
+        for secret in [
+            "graph-secret-value",
+            "imap-secret-value",
+            "hmac-secret-value",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in the fingerprint");
+        }
+
+        let bad = Layers::load(
+            None,
+            &env_of(&[
+                ("MAILROOM_IMAP_ACCOUNTS", "pop3://u:leaky-password@h"),
+                ("MAILROOM_SUBMISSION_ENDPOINTS", "https://sink.x.test/hook"),
+            ]),
+        )
+        .resolve()
+        .expect_err("bad");
+        assert!(
+            bad.iter()
+                .any(|p| p.key == "imap.accounts" && !p.message.contains("leaky-password")),
+            "{bad:?}"
+        );
+        assert!(bad.iter().any(|p| p.key == "submission.secret"), "{bad:?}");
+    }
+
+    #[test]
     fn defaults_resolve() {
         let c = Layers::load(None, &env_of(&[]))
             .resolve()

@@ -20,6 +20,7 @@ mod error;
 mod gate;
 mod jobs;
 mod keys;
+mod leasing;
 mod messages;
 mod rotation;
 mod sealing;

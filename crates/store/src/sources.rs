@@ -5,7 +5,10 @@
 use serde::Serialize;
 use sqlx::{any::AnyRow, Row};
 
-use crate::{jobs::placeholders, Backend, Store, StoreError};
+use crate::{
+    leasing::{bind_lease, counts_by_state, lease_sql},
+    Store, StoreError,
+};
 
 /// A Graph subscription as stored (the clientState only as its hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -316,25 +319,22 @@ impl Store {
         lease_ms: i64,
         max_attempts: u32,
     ) -> Result<Vec<LeasedNotification>, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE graph_notifications SET state = 'leased', lease_token = $1, lease_until = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM graph_notifications WHERE (state = 'queued' AND run_at <= $3) \
-             OR (state = 'leased' AND lease_until <= $3 AND attempts < $5) ORDER BY run_at, id LIMIT $4{lock}) \
-             RETURNING id, mailbox, graph_message_id, attempts, received_at"
+        let sql = lease_sql(
+            self.backend,
+            "graph_notifications",
+            "",
+            "id, mailbox, graph_message_id, attempts, received_at",
         );
         let _turn = self.gate.background().await;
-        let rows = sqlx::query(&sql)
-            .bind(token)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(i64::from(limit))
-            .bind(i64::from(max_attempts))
-            .fetch_all(&self.write)
-            .await?;
+        let query = bind_lease(
+            sqlx::query(&sql),
+            token,
+            limit,
+            now_ms,
+            lease_ms,
+            max_attempts,
+        );
+        let rows = query.fetch_all(&self.write).await?;
         let mut leased = rows
             .iter()
             .map(|r| {
@@ -407,14 +407,9 @@ impl Store {
 
     /// The notification queue by state.
     pub async fn notified_counts(&self) -> Result<NotificationCounts, StoreError> {
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) AS n FROM graph_notifications GROUP BY state")
-                .fetch_all(&self.read)
-                .await?;
         let mut counts = NotificationCounts::default();
-        for r in rows {
-            let n = r.try_get::<i64, _>("n")? as u64;
-            match r.try_get::<String, _>("state")?.as_str() {
+        for (state, n) in counts_by_state(&self.read, "graph_notifications").await? {
+            match state.as_str() {
                 "queued" => counts.queued = n,
                 "leased" => counts.leased = n,
                 "done" => counts.done = n,
@@ -423,30 +418,6 @@ impl Store {
             }
         }
         Ok(counts)
-    }
-
-    /// Ids of the stored messages fetched for these Graph message ids
-    /// (mailbox, graph id → message id), for tests and the bench.
-    pub async fn notified_message_ids(
-        &self,
-        mailbox: &str,
-        graph_ids: &[String],
-    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        let mut found = Vec::with_capacity(graph_ids.len());
-        for chunk in graph_ids.chunks(MAX_ROWS_PER_INSERT) {
-            let sql = format!(
-                "SELECT graph_message_id, message_id FROM graph_notifications WHERE mailbox = $1 AND graph_message_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query(&sql).bind(mailbox);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            for r in query.fetch_all(self.primary()).await? {
-                found.push((r.try_get("graph_message_id")?, r.try_get("message_id")?));
-            }
-        }
-        Ok(found)
     }
 }
 

@@ -4,7 +4,11 @@
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
-use crate::{jobs::placeholders, Backend, Store, StoreError};
+use crate::{
+    jobs::placeholders,
+    leasing::{bind_lease, counts_by_state, lease_sql},
+    Store, StoreError,
+};
 
 /// A delivery a submitter holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,24 +101,21 @@ impl Store {
         if endpoints.is_empty() {
             return Ok(Vec::new());
         }
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE submissions SET state = 'leased', lease_token = $1, lease_until = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM submissions WHERE ((state = 'queued' AND run_at <= $3) \
-             OR (state = 'leased' AND lease_until <= $3 AND attempts < $5)) AND endpoint IN ({}) \
-             ORDER BY run_at, id LIMIT $4{lock}) RETURNING id, message_id, endpoint, attempts, created_at",
-            placeholders(6, endpoints.len())
+        let sql = lease_sql(
+            self.backend,
+            "submissions",
+            &format!(" AND endpoint IN ({})", placeholders(6, endpoints.len())),
+            "id, message_id, endpoint, attempts, created_at",
         );
         let _turn = self.gate.background().await;
-        let mut query = sqlx::query(&sql)
-            .bind(token)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(i64::from(limit))
-            .bind(i64::from(max_attempts));
+        let mut query = bind_lease(
+            sqlx::query(&sql),
+            token,
+            limit,
+            now_ms,
+            lease_ms,
+            max_attempts,
+        );
         for e in endpoints {
             query = query.bind(e);
         }
@@ -173,13 +174,9 @@ impl Store {
 
     /// The outbox by state.
     pub async fn submission_counts(&self) -> Result<SubmissionCounts, StoreError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM submissions GROUP BY state")
-            .fetch_all(&self.read)
-            .await?;
         let mut counts = SubmissionCounts::default();
-        for r in rows {
-            let n = r.try_get::<i64, _>("n")? as u64;
-            match r.try_get::<String, _>("state")?.as_str() {
+        for (state, n) in counts_by_state(&self.read, "submissions").await? {
+            match state.as_str() {
                 "queued" => counts.queued = n,
                 "leased" => counts.leased = n,
                 "delivered" => counts.delivered = n,

@@ -14,14 +14,13 @@
 use std::{sync::Arc, time::Duration};
 
 use hmac::{Hmac, Mac};
-use mailroom_app::{now_ms, query};
+use mailroom_app::{now_ms, query, run_leased};
 use mailroom_domain::{MessageId, RetryPolicy};
 use mailroom_security::Secret;
 use mailroom_store::{LeasedSubmission, Store, SubmissionOutcome};
 use mailroom_telemetry::names;
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -112,49 +111,31 @@ impl Submitter {
     /// Delivers until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let token = uuid::Uuid::now_v7().to_string();
-        let slots = self.settings.concurrency.max(1);
-        let mut running: JoinSet<()> = JoinSet::new();
-        loop {
-            let room = slots - running.len();
-            let leased = if room == 0 {
-                Vec::new()
-            } else {
-                match self
-                    .store
+        let lease = |room: usize| {
+            let (this, token) = (Arc::clone(&self), token.clone());
+            async move {
+                let s = &this.settings;
+                this.store
                     .lease_submissions(
-                        &self.settings.endpoints,
+                        &s.endpoints,
                         &token,
                         room as u32,
                         now_ms(),
                         LEASE.as_millis() as i64,
-                        self.settings.retry.max_attempts,
+                        s.retry.max_attempts,
                     )
                     .await
-                {
-                    Ok(l) => l,
-                    Err(e) => {
+                    .unwrap_or_else(|e| {
                         warn!(error = %e, "cannot lease submissions");
                         Vec::new()
-                    }
-                }
-            };
-            let got = leased.len();
-            for lease in leased {
-                let this = Arc::clone(&self);
-                let token = token.clone();
-                running.spawn(async move { this.deliver(lease, &token).await });
+                    })
             }
-            if got > 0 && running.len() < slots {
-                continue;
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                Some(_) = running.join_next(), if !running.is_empty() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
-        }
-        // In-flight deliveries come back when their lease expires.
-        running.abort_all();
+        };
+        let work = |lease: LeasedSubmission| {
+            let (this, token) = (Arc::clone(&self), token.clone());
+            async move { this.deliver(lease, &token).await }
+        };
+        run_leased(self.settings.concurrency, lease, work, None, POLL, stop).await;
     }
 
     async fn deliver(&self, lease: LeasedSubmission, token: &str) {
