@@ -41,6 +41,17 @@ const MAX_DELTA_PAGES: usize = 1000;
 /// deleted behind our back is recreated within this).
 const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
+/// How soon a reconcile that failed is tried again.
+const RECONCILE_RETRY: Duration = Duration::from_secs(5);
+
+/// What the owner has done since it took the lease.
+#[derive(Default)]
+struct OwnerRounds {
+    next_reconcile: Option<tokio::time::Instant>,
+    /// The start-up delta catch-up ran.
+    caught_up: bool,
+}
+
 pub struct SubscriptionManager {
     pub(crate) client: GraphClient,
     pub(crate) store: Store,
@@ -77,16 +88,16 @@ impl SubscriptionManager {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let tick = (self.client.settings().lease_ttl / 3).max(Duration::from_millis(200));
         let mut owner = false;
-        let mut last_reconcile: Option<tokio::time::Instant> = None;
+        let mut round = OwnerRounds::default();
         loop {
             match self.still_owner().await {
                 Ok(true) => {
                     if !owner {
                         info!(holder = %self.holder, "took the Graph subscription lease");
                         owner = true;
-                        last_reconcile = None;
+                        round = OwnerRounds::default();
                     }
-                    if let Err(e) = self.owner_round(&mut last_reconcile).await {
+                    if let Err(e) = self.owner_round(&mut round).await {
                         warn!(error = %e, "Graph subscription round failed; retrying");
                     }
                 }
@@ -111,16 +122,27 @@ impl SubscriptionManager {
         }
     }
 
-    async fn owner_round(
-        &self,
-        last_reconcile: &mut Option<tokio::time::Instant>,
-    ) -> Result<(), GraphError> {
-        let due = last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY);
-        if due {
-            let first = last_reconcile.is_none();
-            self.reconcile().await?;
-            *last_reconcile = Some(tokio::time::Instant::now());
-            if first {
+    async fn owner_round(&self, round: &mut OwnerRounds) -> Result<(), GraphError> {
+        if round
+            .next_reconcile
+            .is_none_or(|t| tokio::time::Instant::now() >= t)
+        {
+            // A failure (Graph down, one mailbox refused) brings the next
+            // attempt closer; it never stops the rest of the round.
+            let complete = match self.reconcile().await {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "reconciling the subscriptions failed; retrying soon");
+                    false
+                }
+            };
+            let wait = if complete {
+                RECONCILE_EVERY
+            } else {
+                RECONCILE_RETRY
+            };
+            round.next_reconcile = Some(tokio::time::Instant::now() + wait);
+            if !round.caught_up {
                 // Whatever arrived while no owner ran (downtime, a crash).
                 for mailbox in self.mailboxes() {
                     if !self.still_owner().await? {
@@ -128,6 +150,7 @@ impl SubscriptionManager {
                     }
                     self.catch_up_logged(&mailbox).await;
                 }
+                round.caught_up = true;
             }
         }
         self.handle_lifecycle_events().await?;
@@ -155,6 +178,7 @@ impl SubscriptionManager {
         let configured: HashSet<String> =
             mailboxes.iter().map(|m| m.to_ascii_lowercase()).collect();
         let mut kept = HashSet::new();
+        let mut failed = None;
         for record in &stored {
             if !configured.contains(&record.mailbox.to_ascii_lowercase()) {
                 info!(mailbox = %record.mailbox, subscription_id = %record.subscription_id, "mailbox no longer configured; deleting its subscription");
@@ -195,7 +219,14 @@ impl SubscriptionManager {
                 let had_one = stored
                     .iter()
                     .any(|r| r.mailbox.eq_ignore_ascii_case(&mailbox));
-                self.create(&mailbox).await?;
+                // One mailbox Graph refuses (no permission, unknown user)
+                // must not keep the others unsubscribed: noted, retried
+                // next round, the rest go on.
+                if let Err(e) = self.create(&mailbox).await {
+                    warn!(mailbox = %mailbox, error = %e, "cannot create the subscription; retrying next round");
+                    failed = Some(e);
+                    continue;
+                }
                 if had_one {
                     // It vanished while we were not looking: notifications
                     // were lost.
@@ -203,7 +234,8 @@ impl SubscriptionManager {
                 }
             }
         }
-        Ok(())
+        // An error keeps the round due, so the failed mailbox is retried.
+        failed.map_or(Ok(()), Err)
     }
 
     async fn create(&self, mailbox: &str) -> Result<(), GraphError> {

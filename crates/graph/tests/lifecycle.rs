@@ -188,3 +188,45 @@ async fn subscriptions_are_renewed_in_a_batch_by_one_owner() {
         .expect("lease")
         .is_none());
 }
+
+#[tokio::test]
+async fn a_mailbox_graph_refuses_does_not_hold_back_the_others() {
+    let sim = sim(3599).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(&dir).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let webhook = format!("http://{}/webhook", listener.local_addr().expect("addr"));
+    let mut s = settings(&sim, &sim.config().client_secret.clone(), &webhook);
+    // Listed first: its creation fails (the simulator knows no such user).
+    s.mailboxes = vec!["ghost@example.test".into(), MAILBOX.into()];
+    let source = Arc::new(GraphSource::new(s, store.clone(), "only".into()).expect("source"));
+    serve(Arc::clone(&source), listener).await;
+    let ingest = mailroom_app::IngestService::new(
+        store.clone(),
+        1 << 20,
+        8 << 20,
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let retry = mailroom_domain::RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+    };
+    let tasks = source.start(ingest, retry);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.subscriptions().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the valid mailbox was never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subs = sim.subscriptions();
+    assert_eq!(subs.len(), 1);
+    assert!(subs[0].resource.contains(MAILBOX), "{}", subs[0].resource);
+    let view = source.subscriptions_view().await.expect("view");
+    assert_eq!(view["subscriptions"][0]["status"], "missing", "{view}");
+    tasks.shutdown().await;
+}

@@ -468,10 +468,23 @@ async fn three_replicas_share_the_subscription_work() {
         (0..3).map(|_| ServerProcess::start(&db, &pairs)).collect();
     *front.backends.lock().expect("backends") = replicas.iter().map(|r| r.addr).collect();
 
-    wait_until("two subscriptions", Duration::from_secs(20), || async {
-        sim.subscriptions().len() == 2
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sim.subscriptions().len() != 2 {
+        if Instant::now() > deadline {
+            for r in &replicas {
+                for l in r.log_lines().iter().filter(|l| {
+                    l.contains("ubscription") || l.contains("Graph") || l.contains("ERROR")
+                }) {
+                    eprintln!("{l}");
+                }
+            }
+            panic!(
+                "timed out waiting for two subscriptions: {:?}",
+                sim.subscriptions()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A few lease rounds later: still two, all created by one replica.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ids: Vec<String> = sim.subscriptions().into_iter().map(|s| s.id).collect();
