@@ -182,13 +182,24 @@ impl GraphClient {
             s.login_url.trim_end_matches('/'),
             s.tenant_id
         );
-        let Credential::Secret(secret) = &s.credential;
-        let form = [
+        let proof = match &s.credential {
+            Credential::Secret(secret) => ("client_secret", secret.expose().clone()),
+            Credential::Certificate(cert) => {
+                ("client_assertion", cert.assertion(&s.client_id, &url)?)
+            }
+        };
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", s.client_id.as_str()),
             ("scope", "https://graph.microsoft.com/.default"),
-            ("client_secret", secret.expose().as_str()),
+            (proof.0, proof.1.as_str()),
         ];
+        if proof.0 == "client_assertion" {
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+        }
         let started = Instant::now();
         let result = self.inner.http.post(&url).form(&form).send().await;
         let outcome = match result {

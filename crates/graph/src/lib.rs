@@ -38,7 +38,7 @@ pub use error::GraphError;
 pub use intake::{client_state_hash, IntakeOutcome, WebhookIntake};
 pub use manager::{SubscriptionManager, INBOX, OWNER_LEASE};
 pub use routes::{router, LIFECYCLE_PATH, SUBSCRIPTIONS_PATH, WEBHOOK_PATH};
-pub use settings::{Credential, GraphSettings};
+pub use settings::{CertificateCredential, Credential, GraphSettings};
 
 /// The running source: its client, intake and background tasks.
 pub struct GraphSource {

@@ -230,3 +230,31 @@ async fn a_mailbox_graph_refuses_does_not_hold_back_the_others() {
     assert_eq!(view["subscriptions"][0]["status"], "missing", "{view}");
     tasks.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_certificate_credential_gets_a_token() {
+    let sim = sim(3599).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sh = format!(
+        "cd {} && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 1 -subj /CN=mailroom 2>/dev/null",
+        dir.path().display()
+    );
+    assert!(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(sh)
+        .status()
+        .expect("openssl")
+        .success());
+    let read = |f: &str| std::fs::read(dir.path().join(f)).expect("read");
+    let credential =
+        mailroom_graph::CertificateCredential::from_pem(&read("cert.pem"), &read("key.pem"))
+            .expect("loads");
+    let mut s = settings(&sim, "unused", "http://127.0.0.1:9/webhook");
+    s.credential = Credential::Certificate(credential);
+    let client = GraphClient::new(s).expect("client");
+    client
+        .list_subscriptions()
+        .await
+        .expect("a token from the assertion");
+    assert_eq!(sim.stats().tokens_issued, 1);
+}

@@ -156,7 +156,19 @@ pub const KEYS: &[Key] = &[
         name: "graph.client_secret",
         aliases: &[],
         default: None,
-        help: "secret: the app registration's client secret",
+        help: "secret: the app registration's client secret (or use a certificate)",
+    },
+    Key {
+        name: "graph.certificate_file",
+        aliases: &[],
+        default: None,
+        help: "PEM certificate registered on the app, instead of a client secret (with graph.private_key_file)",
+    },
+    Key {
+        name: "graph.private_key_file",
+        aliases: &[],
+        default: None,
+        help: "its RSA private key (PEM); token requests carry a JWT signed with it",
     },
     Key {
         name: "graph.mailboxes",
@@ -973,11 +985,13 @@ fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSet
     let identity = [
         "graph.tenant_id",
         "graph.client_id",
-        "graph.client_secret",
         "graph.mailboxes",
         "graph.notification_url",
     ];
     let given: Vec<Option<String>> = identity.iter().map(|k| r.string(k)).collect();
+    let secret = r.string("graph.client_secret");
+    let certificate = r.string("graph.certificate_file");
+    let private_key = r.string("graph.private_key_file");
     let subscription_minutes = r.ranged("graph.subscription_minutes", 2, 10_080);
     let renew_before = r.ranged("graph.renew_before_minutes", 1, 10_079);
     let lease = r.ranged("graph.lease_seconds", 2, 3600);
@@ -986,7 +1000,8 @@ fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSet
     let base_url = r.string("graph.base_url");
     let login_url = r.string("graph.login_url");
     let lifecycle_url = r.string("graph.lifecycle_url");
-    if given.iter().all(Option::is_none) {
+    let credential_given = secret.is_some() || certificate.is_some() || private_key.is_some();
+    if given.iter().all(Option::is_none) && !credential_given {
         return Some(None);
     }
     for (key, value) in identity.iter().zip(&given) {
@@ -997,8 +1012,45 @@ fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSet
             );
         }
     }
+    let credential = match (secret, certificate, private_key) {
+        (Some(secret), None, None) => Some(mailroom_graph::Credential::Secret(Secret::new(secret))),
+        (None, Some(cert), Some(key)) => {
+            let read = |path: &str| std::fs::read(path).map_err(|e| format!("{path}: {e}"));
+            match (read(&cert), read(&key)) {
+                (Ok(c), Ok(k)) => match mailroom_graph::CertificateCredential::from_pem(&c, &k) {
+                    Ok(credential) => Some(mailroom_graph::Credential::Certificate(credential)),
+                    Err(e) => {
+                        r.problem("graph.certificate_file", e.to_string());
+                        None
+                    }
+                },
+                (Err(e), _) => {
+                    r.problem("graph.certificate_file", e);
+                    None
+                }
+                (_, Err(e)) => {
+                    r.problem("graph.private_key_file", e);
+                    None
+                }
+            }
+        }
+        (None, None, None) => {
+            r.problem(
+                "graph.client_secret",
+                "is required (or graph.certificate_file with graph.private_key_file)".into(),
+            );
+            None
+        }
+        _ => {
+            r.problem(
+                "graph.client_secret",
+                "give either a client secret or a certificate with its private key, not both or half".into(),
+            );
+            None
+        }
+    };
     for (key, url) in [
-        ("graph.notification_url", given[4].as_ref()),
+        ("graph.notification_url", given[3].as_ref()),
         ("graph.lifecycle_url", lifecycle_url.as_ref()),
         ("graph.base_url", base_url.as_ref()),
         ("graph.login_url", login_url.as_ref()),
@@ -1010,13 +1062,13 @@ fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSet
         }
     }
     let mut values = given.into_iter();
-    let (tenant, client, secret, mailboxes, notification_url) = (
-        values.next()??,
+    let (tenant, client, mailboxes, notification_url) = (
         values.next()??,
         values.next()??,
         values.next()??,
         values.next()??,
     );
+    let credential = credential?;
     let mailboxes: Vec<String> = mailboxes
         .split(',')
         .map(|m| m.trim().to_string())
@@ -1034,13 +1086,8 @@ fn resolve_graph(r: &mut Resolver<'_>) -> Option<Option<mailroom_graph::GraphSet
         );
         return None;
     }
-    let mut settings = mailroom_graph::GraphSettings::new(
-        tenant,
-        client,
-        mailroom_graph::Credential::Secret(Secret::new(secret)),
-        mailboxes,
-        notification_url,
-    );
+    let mut settings =
+        mailroom_graph::GraphSettings::new(tenant, client, credential, mailboxes, notification_url);
     if let Some(url) = lifecycle_url {
         settings.lifecycle_url = url;
     }
