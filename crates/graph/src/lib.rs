@@ -101,10 +101,6 @@ impl GraphSource {
         &self.client
     }
 
-    pub fn manager(&self) -> &Arc<SubscriptionManager> {
-        &self.manager
-    }
-
     /// Starts the owner loop and the fetchers. Start it once the webhook
     /// is being served: creating a subscription makes Graph call it.
     pub fn start(&self, ingest: IngestService, retry: RetryPolicy) -> GraphTasks {

@@ -44,6 +44,22 @@ async fn store(dir: &tempfile::TempDir) -> Store {
     store
 }
 
+/// What `GraphSource::start` needs: the ingest path and a fast retry.
+fn pipeline_inputs(store: &Store) -> (mailroom_app::IngestService, mailroom_domain::RetryPolicy) {
+    let ingest = mailroom_app::IngestService::new(
+        store.clone(),
+        1 << 20,
+        8 << 20,
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let retry = mailroom_domain::RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+    };
+    (ingest, retry)
+}
+
 /// Serves the source's routes (the webhook answers the handshake).
 async fn serve(source: Arc<GraphSource>, listener: tokio::net::TcpListener) {
     let app: axum::Router = mailroom_graph::router(source);
@@ -115,17 +131,7 @@ async fn subscriptions_are_renewed_in_a_batch_by_one_owner() {
         Arc::new(GraphSource::new(s.clone(), store.clone(), "first".into()).expect("source"));
     let second = Arc::new(GraphSource::new(s, store.clone(), "second".into()).expect("source"));
     serve(Arc::clone(&first), listener).await;
-    let ingest = mailroom_app::IngestService::new(
-        store.clone(),
-        1 << 20,
-        8 << 20,
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let retry = mailroom_domain::RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(100),
-    };
+    let (ingest, retry) = pipeline_inputs(&store);
     let tasks = [
         first.start(ingest.clone(), retry),
         second.start(ingest, retry),
@@ -203,17 +209,7 @@ async fn a_mailbox_graph_refuses_does_not_hold_back_the_others() {
     s.mailboxes = vec!["ghost@example.test".into(), MAILBOX.into()];
     let source = Arc::new(GraphSource::new(s, store.clone(), "only".into()).expect("source"));
     serve(Arc::clone(&source), listener).await;
-    let ingest = mailroom_app::IngestService::new(
-        store.clone(),
-        1 << 20,
-        8 << 20,
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let retry = mailroom_domain::RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(100),
-    };
+    let (ingest, retry) = pipeline_inputs(&store);
     let tasks = source.start(ingest, retry);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while sim.subscriptions().is_empty() {

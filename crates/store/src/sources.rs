@@ -386,18 +386,18 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let _turn = self.gate.background().await;
-        let (state, run_at) = match retry_at_ms {
-            Some(at) => ("queued", at),
-            None => ("dead", now_ms),
+        let (state, run_at, finished) = match retry_at_ms {
+            Some(at) => ("queued", at, None),
+            None => ("dead", now_ms, Some(now_ms)),
         };
         let done = sqlx::query(
             "UPDATE graph_notifications SET state = $1, run_at = $2, lease_token = NULL, lease_until = NULL, last_error = $3, \
-             finished_at = CASE WHEN $1 = 'dead' THEN $4 ELSE NULL END WHERE id = $5 AND lease_token = $6 AND state = 'leased'",
+             finished_at = $4 WHERE id = $5 AND lease_token = $6 AND state = 'leased'",
         )
         .bind(state)
         .bind(run_at)
         .bind(error)
-        .bind(now_ms)
+        .bind(finished)
         .bind(id)
         .bind(token)
         .execute(&self.write)

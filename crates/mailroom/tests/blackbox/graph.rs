@@ -91,6 +91,15 @@ async fn wait_subscribed(app: &TestApp, sim: &GraphSim) -> Value {
     app.get_json("/api/v1/subscriptions").await.1
 }
 
+/// Alice's subscription in the simulator (its resource names her UPN or id).
+fn alice_subscription(sim: &GraphSim) -> mailroom_graph_sim::SubscriptionView {
+    let id = sim.user_id(ALICE).unwrap_or_default();
+    sim.subscriptions()
+        .into_iter()
+        .find(|s| s.resource.contains(ALICE) || s.resource.contains(&id))
+        .expect("alice's subscription")
+}
+
 /// Messages stored, all statuses.
 async fn stored(app: &TestApp) -> Vec<Value> {
     let (status, body) = app.get_json("/api/v1/messages?limit=500").await;
@@ -242,14 +251,7 @@ backend_test!(
             .await;
         }
         sim.set_notifications_paused(false);
-        let alice_sub = sim
-            .subscriptions()
-            .into_iter()
-            .find(|s| {
-                s.resource.contains(ALICE)
-                    || s.resource.contains(&sim.user_id(ALICE).unwrap_or_default())
-            })
-            .expect("alice's subscription");
+        let alice_sub = alice_subscription(&sim);
         assert_eq!(
             sim.lifecycle(&alice_sub.id, LifecycleEvent::Missed).await,
             Some(202)
@@ -282,14 +284,7 @@ backend_test!(
         sim.deliver(ALICE, mail(30, "after expiry"), DeliverOptions::default())
             .await;
         sim.set_notifications_paused(false);
-        let alice_sub = sim
-            .subscriptions()
-            .into_iter()
-            .find(|s| {
-                s.resource.contains(ALICE)
-                    || s.resource.contains(&sim.user_id(ALICE).unwrap_or_default())
-            })
-            .expect("alice's subscription");
+        let alice_sub = alice_subscription(&sim);
         sim.lifecycle(&alice_sub.id, LifecycleEvent::Missed).await;
         wait_processed_count(&app, 9).await;
         app.stop().await;
